@@ -1,0 +1,274 @@
+"""Per-example scores of a causal LM: mean token NLL, and exact match for the binary variant.
+
+Which tokens are scored depends on the example's format (the formats TRL's SFTTrainer trains on):
+- raw text (``text``): every token but the first;
+- prompt/completion (``prompt`` + ``completion``): the completion's tokens only;
+- chat (``messages``): the assistant turns' tokens only, as rendered by the chat template.
+
+Examples are sorted by length and batched, the final hidden states are projected through the LM
+head in chunks of scored positions only (the ``[batch, length, vocab]`` logits never exist), and
+under ``accelerate`` / ``torchrun`` every process scores a strided shard of the length-sorted order;
+the results are gathered and returned in input order.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+__all__ = ["exact_match_scores", "normalize_answer", "score_examples", "tokenize_for_scoring"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation with a loss mask
+# ---------------------------------------------------------------------------------------------
+
+
+def _chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding in recent transformers
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _chat_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    """Token ids of the rendered conversation and a mask that is True on assistant turns only.
+
+    Each assistant turn's tokens are those between the rendering of the turns before it plus the
+    generation prompt, and the rendering up to and including it.
+    """
+    if tokenizer.chat_template is None:
+        raise ValueError("A `messages` example needs a tokenizer with a chat template (tokenizer.chat_template is None).")
+    ids = _chat_ids(tokenizer, messages)
+    mask = [False] * len(ids)
+    for turn, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(_chat_ids(tokenizer, messages[:turn], add_generation_prompt=True))
+        end = len(_chat_ids(tokenizer, messages[: turn + 1]))
+        for position in range(start, min(end, len(ids))):
+            mask[position] = True
+    return ids, mask
+
+
+def tokenize_for_scoring(
+    example: dict, tokenizer, max_length: int | None = None, text_field: str = "text"
+) -> tuple[list[int], list[bool]]:
+    """``(input_ids, score_mask)`` of one example; ``score_mask[t]`` says whether token ``t`` is scored."""
+    if "messages" in example and example["messages"] is not None:
+        ids, mask = _chat_mask(tokenizer, example["messages"])
+    elif "prompt" in example and "completion" in example:
+        prompt, completion = example["prompt"], example["completion"]
+        if isinstance(prompt, list):  # conversational prompt/completion
+            ids, mask = _chat_mask(tokenizer, list(prompt) + list(completion))
+        else:
+            # Same convention as TRL: the completion's tokens are those of prompt+completion past the prompt's.
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            ids = tokenizer(prompt + completion)["input_ids"]
+            mask = [position >= len(prompt_ids) for position in range(len(ids))]
+    elif text_field in example:
+        ids = tokenizer(example[text_field])["input_ids"]
+        mask = [position > 0 for position in range(len(ids))]
+    else:
+        raise ValueError(
+            f"Cannot score an example with keys {sorted(example)}: expected '{text_field}', "
+            "'prompt' + 'completion', or 'messages'."
+        )
+    if max_length is not None:
+        ids, mask = ids[:max_length], mask[:max_length]
+    mask = list(mask)
+    if mask:
+        mask[0] = False  # the first token has nothing to be predicted from
+    return list(ids), mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Mean token NLL
+# ---------------------------------------------------------------------------------------------
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Indices sorted by decreasing length (ties by index), cut into batches of at most
+    ``batch_size`` rows and ``max_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, current = [], []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        too_many_tokens = max_tokens is not None and current and longest * (len(current) + 1) > max_tokens
+        if current and (len(current) == batch_size or too_many_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _has_plain_lm_head(model) -> bool:
+    config = getattr(model, "config", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    exotic = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "output_multiplier"))
+    return isinstance(head, torch.nn.Linear) and hasattr(model, "get_decoder") and not exotic
+
+
+@torch.no_grad()
+def _batch_nll_sums(model, input_ids, attention_mask, score_mask, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of NLL and number of scored tokens per row of one padded batch."""
+    targets_mask = score_mask[:, 1:]
+    rows, positions = targets_mask.nonzero(as_tuple=True)  # position p: hidden p predicts token p + 1
+    targets = input_ids[:, 1:][rows, positions]
+    sums = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=input_ids.device)
+    if _has_plain_lm_head(model):
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        selected = hidden[rows, positions]
+        head = model.get_output_embeddings()
+        for start in range(0, len(rows), chunk_size):
+            logits = head(selected[start : start + chunk_size]).float()
+            nll = F.cross_entropy(logits, targets[start : start + chunk_size], reduction="none")
+            sums.index_add_(0, rows[start : start + chunk_size], nll.double())
+    else:  # models with soft-capped or scaled logits: let the model compute them, one batch at a time
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        nll = F.cross_entropy(logits[rows, positions].float(), targets, reduction="none")
+        sums.index_add_(0, rows, nll.double())
+    counts = targets_mask.sum(dim=1)
+    return sums, counts
+
+
+def score_examples(
+    model,
+    tokenizer,
+    dataset,
+    batch_size: int = 16,
+    max_length: int | None = 1024,
+    max_tokens_per_batch: int | None = None,
+    text_field: str = "text",
+    chunk_size: int = 1024,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Mean token NLL of every example of ``dataset`` under ``model``, as ``float32 [len(dataset)]``.
+
+    Args:
+        model: a causal LM (``transformers`` or ``peft``), already on its device.
+        tokenizer: its tokenizer (a chat template is needed for ``messages`` examples).
+        dataset: a ``datasets.Dataset`` or a list of dicts in one of the formats above.
+        batch_size: at most this many examples per forward pass.
+        max_length: sequences are truncated to this many tokens (from the right).
+        max_tokens_per_batch: optionally also cap a batch's padded size (rows x longest).
+        chunk_size: scored positions projected through the LM head at once.
+        show_progress: a tqdm bar on the main process.
+
+    Examples with no scored token (e.g. a one-token text) get NaN. Run under several processes
+    (``accelerate launch`` / ``torchrun``), each process scores a shard and all get the full result.
+    """
+    examples = [dataset[i] for i in range(len(dataset))]
+    encoded = [tokenize_for_scoring(example, tokenizer, max_length, text_field) for example in examples]
+    lengths = [len(ids) for ids, _ in encoded]
+    state = PartialState()
+    batches = _length_batches(lengths, batch_size, max_tokens_per_batch)[state.process_index :: state.num_processes]
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    was_training = model.training
+    model.eval()
+    local: list[tuple[int, float]] = []
+    try:
+        for batch in tqdm(batches, desc="scoring", disable=not (show_progress and state.is_main_process)):
+            width = max(max(lengths[i] for i in batch), 1)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            score_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+            for row, index in enumerate(batch):
+                ids, mask = encoded[index]
+                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                attention[row, : len(ids)] = 1
+                score_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
+            sums, counts = _batch_nll_sums(
+                model, input_ids.to(device), attention.to(device), score_mask.to(device), chunk_size
+            )
+            for row, index in enumerate(batch):
+                count = int(counts[row])
+                local.append((index, float(sums[row]) / count if count else float("nan")))
+    finally:
+        model.train(was_training)
+
+    gathered = gather_object(local) if state.num_processes > 1 else local
+    scores = np.full(len(examples), np.nan, dtype=np.float32)
+    for index, value in gathered:
+        scores[index] = value
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact match (binary variant)
+# ---------------------------------------------------------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _answers(example: dict) -> list[str]:
+    if "answers" in example:
+        answers = example["answers"]
+        return [answers] if isinstance(answers, str) else list(answers)
+    if "completion" in example:
+        return [example["completion"]]
+    raise ValueError(f"Exact match needs 'answers' or 'completion' in each example; got keys {sorted(example)}")
+
+
+@torch.no_grad()
+def exact_match_scores(
+    model,
+    tokenizer,
+    dataset,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """1.0 where the greedy answer to ``prompt`` (cut at the first blank line) matches one of the
+    example's ``answers`` (or its ``completion``) after SQuAD normalisation, else 0.0."""
+    examples = [dataset[i] for i in range(len(dataset))]
+    state = PartialState()
+    indices = list(range(len(examples)))[state.process_index :: state.num_processes]
+    device = next(model.parameters()).device
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    was_training = model.training
+    model.eval()
+    local = []
+    try:
+        starts = range(0, len(indices), batch_size)
+        for start in tqdm(starts, desc="exact match", disable=not (show_progress and state.is_main_process)):
+            batch = indices[start : start + batch_size]
+            prompts = [examples[i]["prompt"] for i in batch]
+            inputs = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+            output = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            texts = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            for index, text in zip(batch, texts):
+                prediction = normalize_answer(text.strip().split("\n\n")[0])
+                hit = any(prediction == normalize_answer(answer) for answer in _answers(examples[index]))
+                local.append((index, 1.0 if hit else 0.0))
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    gathered = gather_object(local) if state.num_processes > 1 else local
+    scores = np.zeros(len(examples), dtype=np.float32)
+    for index, value in gathered:
+        scores[index] = value
+    return scores

@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny random Llama built from a config and a BPE tokenizer trained here.
+
+Nothing is downloaded. The tokenizer is trained on the docstrings of Python's standard library
+(real English prose that every machine has); the model's weights are random but seeded.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads on a shared 2-core machine can be 10x slower
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def stdlib_corpus() -> list[str]:
+    import argparse, collections, csv, json, logging, pathlib, re, string, textwrap  # noqa: E401
+
+    modules = [argparse, collections, csv, json, logging, pathlib, re, string, textwrap]
+    texts = []
+    for module in modules:
+        for name in dir(module):
+            doc = getattr(getattr(module, name, None), "__doc__", None)
+            if isinstance(doc, str) and len(doc) > 40:
+                texts.append(doc)
+    return texts
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(stdlib_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_model(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    return build_model(len(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
+    """The tiny model and tokenizer saved to a folder, for code that loads by path."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    build_model(len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,143 @@
+"""ForgettingMatrix: construction, validation errors, save/load and datasets round trips.
+
+Values here are synthetic (random numbers), used only to test storage and validation.
+"""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hf_forgetting import ForgettingMatrix
+from hf_forgetting.matrix import ForgettingMatrixError
+
+
+@pytest.fixture
+def matrix():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 5)).astype(np.float32)
+    values[1, 2] = np.nan
+    return ForgettingMatrix(
+        values,
+        task_ids=["qa", "sorting", "sentiment"],
+        example_ids=[f"doc/{i}" for i in range(5)],
+        metric="nll_increase",
+        metadata={"base_model": "tiny", "upstream": "synthetic", "settings": {"lr": 1e-4}},
+    )
+
+
+def test_save_load_round_trip(matrix, tmp_path):
+    matrix.save(tmp_path / "m")
+    loaded = ForgettingMatrix.load(tmp_path / "m")
+    assert loaded == matrix
+    assert np.isnan(loaded.values[1, 2]) and loaded.mask.sum() == 14
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "examples.parquet",
+        "forgetting.parquet",
+        "forgetting_matrix.json",
+    ]
+
+
+def test_parquet_is_readable_by_datasets(matrix, tmp_path):
+    from datasets import load_dataset
+
+    matrix.save(tmp_path)
+    dataset = load_dataset("parquet", data_files=str(tmp_path / "forgetting.parquet"), split="train")
+    assert dataset["task_id"] == matrix.task_ids
+    np.testing.assert_array_equal(np.array(dataset["forgetting"], dtype=np.float32), matrix.values)
+
+
+def test_dataset_round_trip(matrix):
+    dataset = matrix.to_dataset()
+    assert dataset.column_names == ["task_id", "forgetting"] and len(dataset) == 3
+    assert ForgettingMatrix.from_dataset(dataset) == matrix
+
+
+def test_append_rows(matrix):
+    bigger = matrix.append_rows(np.zeros(5), ["new_task"])
+    assert bigger.shape == (4, 5) and bigger.task_ids[-1] == "new_task" and matrix.shape == (3, 5)
+    with pytest.raises(ForgettingMatrixError, match="already in the matrix"):
+        matrix.append_rows(np.zeros(5), ["qa"])
+    with pytest.raises(ForgettingMatrixError, match="expected"):
+        matrix.append_rows(np.zeros(4), ["other"])
+    with pytest.raises(ForgettingMatrixError, match="differ"):
+        matrix.append_rows(np.zeros(5), ["other"], example_ids=list("abcde"))
+
+
+def test_values_are_read_only(matrix):
+    with pytest.raises(ValueError):
+        matrix.values[0, 0] = 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"values": np.zeros((2, 3, 1))}, "2-D"),
+        ({"values": np.zeros((2, 4))}, "shape"),
+        ({"task_ids": ["a", "a"]}, "unique"),
+        ({"example_ids": ["x", "y", "x"]}, "unique"),
+        ({"example_ids": ["x", None, "z"]}, "non-empty strings"),
+        ({"values": np.array([[0, np.inf, 0], [0, 0, 0]])}, "infinite"),
+        ({"metric": "accuracy"}, "metric"),
+        ({"metric": "em_drop", "values": np.full((2, 3), 0.5)}, "em_drop"),
+        ({"metadata": {"when": object()}}, "JSON"),
+    ],
+)
+def test_validation_errors(kwargs, message):
+    arguments = {"values": np.zeros((2, 3)), "task_ids": ["a", "b"], "example_ids": ["x", "y", "z"]} | kwargs
+    with pytest.raises(ForgettingMatrixError, match=message):
+        ForgettingMatrix(**arguments)
+
+
+def test_binary_matrix(tmp_path):
+    values = np.array([[1, 0, np.nan], [0, -1, 1]])
+    matrix = ForgettingMatrix(values, ["a", "b"], ["x", "y", "z"], metric="em_drop")
+    assert ForgettingMatrix.load(matrix.save(tmp_path)) == matrix
+
+
+def test_load_errors_name_the_file_and_problem(matrix, tmp_path):
+    with pytest.raises(ForgettingMatrixError, match="forgetting_matrix.json: file not found"):
+        ForgettingMatrix.load(tmp_path / "missing")
+
+    matrix.save(tmp_path)
+    header = json.loads((tmp_path / "forgetting_matrix.json").read_text())
+    (tmp_path / "forgetting_matrix.json").write_text(json.dumps({**header, "num_examples": 6}))
+    with pytest.raises(ForgettingMatrixError, match="declares 3 x 6"):
+        ForgettingMatrix.load(tmp_path)
+
+    (tmp_path / "forgetting_matrix.json").write_text("{not json")
+    with pytest.raises(ForgettingMatrixError, match="forgetting_matrix.json: not valid JSON"):
+        ForgettingMatrix.load(tmp_path)
+
+    matrix.save(tmp_path)
+    (tmp_path / "forgetting.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(ForgettingMatrixError, match="forgetting.parquet: cannot read"):
+        ForgettingMatrix.load(tmp_path)
+
+    matrix.save(tmp_path)
+    pq.write_table(pa.table({"example_id": pa.array([1, 2, 3, 4, 5])}), tmp_path / "examples.parquet")
+    with pytest.raises(ForgettingMatrixError, match="examples.parquet: column 'example_id' has type int64"):
+        ForgettingMatrix.load(tmp_path)
+
+    matrix.save(tmp_path)
+    short = pa.table({"task_id": ["a", "b", "c"], "forgetting": pa.array([[0.0]] * 3, pa.list_(pa.float32()))})
+    pq.write_table(short, tmp_path / "forgetting.parquet")
+    with pytest.raises(ForgettingMatrixError, match="must have 5 values"):
+        ForgettingMatrix.load(tmp_path)
+
+    matrix.save(tmp_path)
+    duplicated = pa.table({"example_id": ["d", "d", "e", "f", "g"]})
+    pq.write_table(duplicated, tmp_path / "examples.parquet")
+    with pytest.raises(ForgettingMatrixError, match=r"m?.*example_ids must be unique"):
+        ForgettingMatrix.load(tmp_path)
+
+
+def test_from_dataset_errors(matrix):
+    from datasets import Dataset
+
+    with pytest.raises(ForgettingMatrixError, match="no example ids"):
+        ForgettingMatrix.from_dataset(Dataset.from_dict({"task_id": ["a"], "forgetting": [[0.0]]}))
+    with pytest.raises(ForgettingMatrixError, match="lacks column"):
+        ForgettingMatrix.from_dataset(Dataset.from_dict({"task_id": ["a"]}), example_ids=["x"])
