@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .files import atomic_write_parquet, atomic_write_text
 
 METRICS = ("nll_increase", "em_drop")
 FORMAT_VERSION = 1
@@ -180,10 +181,9 @@ class ForgettingMatrix:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         examples = pa.table({"example_id": pa.array(self.example_ids, pa.string())})
-        _atomic_write(directory / EXAMPLES_FILE, lambda path: pq.write_table(examples, path))
-        _atomic_write(directory / VALUES_FILE, lambda path: pq.write_table(self._table(), path))
-        header = json.dumps(self._header(), indent=2, sort_keys=True)
-        _atomic_write(directory / META_FILE, lambda path: Path(path).write_text(header + "\n"))
+        atomic_write_parquet(directory / EXAMPLES_FILE, examples)
+        atomic_write_parquet(directory / VALUES_FILE, self._table())
+        atomic_write_text(directory / META_FILE, json.dumps(self._header(), indent=2, sort_keys=True))
         return directory
 
     @classmethod
@@ -247,18 +247,6 @@ class ForgettingMatrix:
             metric or header.get("metric", "nll_increase"),
             metadata if metadata is not None else header.get("metadata", {}),
         )
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_header(path: Path) -> dict:

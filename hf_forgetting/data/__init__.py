@@ -1,7 +1,8 @@
 """Upstream and task datasets as ``datasets.Dataset`` objects with stable, explicit example ids.
 
-A name is either one of the embedded offline sources (see :mod:`hf_forgetting.data.embedded`) or a
-Hub dataset id (``org/name``, optionally ``org/name:config``) for users who can reach the Hub.
+A name is one of the embedded offline sources (see :mod:`hf_forgetting.data.embedded`), a local
+file (``.jsonl``, ``.json``, ``.parquet``, ``.csv``) or folder (``Dataset.save_to_disk`` output, or
+data files), or a Hub dataset id (``org/name``, optionally ``org/name:config``).
 
 Upstream datasets have the columns ``example_id`` and ``text`` (raw text; every token but the first
 is scored). Task datasets have ``example_id`` plus either ``prompt``/``completion``, ``messages`` or
@@ -9,6 +10,8 @@ is scored). Task datasets have ``example_id`` plus either ``prompt``/``completio
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
@@ -45,7 +48,7 @@ def load_upstream(
     elif name in UPSTREAM_SOURCES:
         dataset = Dataset.from_list(UPSTREAM_SOURCES[name]())
     else:
-        dataset = _load_hub(name, split)
+        dataset = _load_external(name, split)
         if text_field not in dataset.column_names:
             raise ValueError(f"Upstream dataset {name!r} has no column {text_field!r}: {dataset.column_names}")
         dataset = _with_ids(dataset, name, split, id_field)
@@ -66,21 +69,35 @@ def load_task(
     """Load a fine-tuning task by embedded name (see ``EMBEDDED_TASKS``) or Hub dataset id."""
     if name in TASK_SOURCES:
         dataset = Dataset.from_list(TASK_SOURCES[name]())
-    elif "/" in name:
-        dataset = _with_ids(_load_hub(name, split), name, split, id_field)
+    elif "/" in name or Path(name).exists():
+        dataset = _with_ids(_load_external(name, split), name, split, id_field)
         if not any(columns <= set(dataset.column_names) for columns in TASK_COLUMNS):
             raise ValueError(
                 f"Task dataset {name!r} needs prompt/completion, messages or text columns; it has {dataset.column_names}"
             )
     else:
-        raise ValueError(f"Unknown task {name!r}: use one of {list(EMBEDDED_TASKS)} or a Hub dataset id 'org/name'.")
+        raise ValueError(
+            f"Unknown task {name!r}: use one of {list(EMBEDDED_TASKS)}, a local file or folder, or a Hub dataset id."
+        )
     _check_unique_ids(dataset, name)
     return subsample(dataset, max_examples, seed)
 
 
-def _load_hub(name: str, split: str) -> Dataset:
-    from datasets import load_dataset
+DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
+
+def _load_external(name: str, split: str) -> Dataset:
+    """A local file or folder, else a Hub dataset id (``org/name[:config]``)."""
+    from datasets import load_dataset, load_from_disk
+
+    local = Path(name)
+    if local.is_file():
+        builder = DATA_FILE_BUILDERS.get(local.suffix)
+        if builder is None:
+            raise ValueError(f"{local}: unsupported file type; use one of {sorted(DATA_FILE_BUILDERS)}")
+        return load_dataset(builder, data_files=str(local), split="train")
+    if local.is_dir() and (local / "state.json").exists():
+        return load_from_disk(str(local))
     path, _, config = name.partition(":")
     return load_dataset(path, config or None, split=split)
 
@@ -92,7 +109,8 @@ def _with_ids(dataset: Dataset, name: str, split: str, id_field: str | None) -> 
         return dataset.map(lambda row: {"example_id": str(row[id_field])})
     if "example_id" in dataset.column_names:
         return dataset
-    return dataset.map(lambda _, index: {"example_id": f"{name}/{split}/{index}"}, with_indices=True)
+    label = Path(name).name if Path(name).exists() else name  # ids must not depend on where a file lies
+    return dataset.map(lambda _, index: {"example_id": f"{label}/{split}/{index}"}, with_indices=True)
 
 
 def _check_unique_ids(dataset: Dataset, name: str) -> None:

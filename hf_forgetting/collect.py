@@ -1,0 +1,359 @@
+"""Collect a forgetting matrix: fine-tune the base model separately on each task and score upstream examples.
+
+For each task a fresh copy of the base model is fine-tuned with TRL's ``SFTTrainer`` (full
+fine-tuning, or LoRA through ``peft_config``), the upstream examples are scored before (once) and
+after, and the task's row is written atomically to ``<output_dir>/rows/``. Running again with the
+same configuration skips every finished row, so a killed run loses at most the task in progress;
+running with a different configuration into the same folder is refused. At the end the rows are
+assembled into ``<output_dir>/matrix/`` with a sorted heatmap and a summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from .data import EMBEDDED_TASKS, EMBEDDED_UPSTREAM, load_task, load_upstream
+from .files import atomic_write_parquet, atomic_write_text
+from .matrix import METRICS, ForgettingMatrix
+from .modeling import EMBEDDED_MODEL, resolve_model_path
+from .plots import plot_heatmap
+from .scoring import exact_match_scores, score_examples
+
+ROW_COLUMNS = ("example_id", "score_after", "forgetting")
+
+
+@dataclass
+class CollectArguments:
+    """What to measure: the upstream examples, the tasks, and how examples are scored."""
+
+    upstream_dataset: str = field(
+        default=EMBEDDED_UPSTREAM,
+        metadata={"help": "Upstream examples: 'embedded' (SQuAD-shifts + Austen), 'squad_shifts', 'austen' or a Hub dataset id."},
+    )
+    upstream_split: str = field(default="train", metadata={"help": "Split of a Hub upstream dataset."})
+    upstream_text_field: str = field(default="text", metadata={"help": "Raw-text column of a Hub upstream dataset."})
+    upstream_id_field: str | None = field(
+        default=None, metadata={"help": "Column with stable example ids (default: '<dataset>/<split>/<row>')."}
+    )
+    num_upstream_examples: int | None = field(
+        default=200, metadata={"help": "Number of upstream examples N (a seeded random subset); None for all."}
+    )
+    upstream_seed: int = field(default=0, metadata={"help": "Seed of the upstream subset."})
+    tasks: list[str] = field(
+        default_factory=lambda: list(EMBEDDED_TASKS),
+        metadata={"help": "Fine-tuning tasks (rows): embedded task names or Hub dataset ids."},
+    )
+    task_split: str = field(default="train", metadata={"help": "Split of Hub task datasets."})
+    max_train_examples: int | None = field(
+        default=256, metadata={"help": "Training examples per task (a seeded random subset); None for all."}
+    )
+    task_seed: int = field(default=0, metadata={"help": "Seed of each task's training subset."})
+    metric: str = field(
+        default="nll_increase",
+        metadata={"help": "'nll_increase' (mean token NLL after - before) or 'em_drop' (exact match, binary)."},
+    )
+    score_max_length: int | None = field(default=128, metadata={"help": "Upstream examples are scored on at most this many tokens."})
+    score_batch_size: int = field(default=16, metadata={"help": "Examples per forward pass when scoring."})
+    em_max_new_tokens: int = field(default=32, metadata={"help": "Generation length for the 'em_drop' metric."})
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {self.metric!r}")
+        if not self.tasks:
+            raise ValueError("tasks must name at least one task")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be unique; got {self.tasks}")
+        for name in ("num_upstream_examples", "max_train_examples", "score_max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive or None; got {value}")
+        if self.score_batch_size < 1:
+            raise ValueError(f"score_batch_size must be positive; got {self.score_batch_size}")
+
+
+# Training settings that change what a row means; a resumed run must match them exactly.
+FINGERPRINT_TRAINING_FIELDS = (
+    "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "max_length", "seed", "bf16", "fp16",
+    "completion_only_loss", "packing", "optim",
+)
+FINGERPRINT_MODEL_FIELDS = (
+    "model_name_or_path", "model_revision", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+    "lora_target_modules", "use_rslora", "use_dora",
+)
+
+
+def run_settings(args: CollectArguments, training_args, model_args) -> dict:
+    """Everything that determines the matrix's values, as JSON-able provenance."""
+    return {
+        "collect": dataclasses.asdict(args),
+        "training": {name: _jsonable(getattr(training_args, name, None)) for name in FINGERPRINT_TRAINING_FIELDS},
+        "model": {name: _jsonable(getattr(model_args, name, None)) for name in FINGERPRINT_MODEL_FIELDS},
+        "world_size": PartialState().num_processes,
+    }
+
+
+def _jsonable(value):
+    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+
+
+def task_filename(task: str) -> str:
+    """A file name for a task id: readable, and unique through a short hash of the id."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", task)[:80]
+    return f"{readable}-{hashlib.sha256(task.encode()).hexdigest()[:8]}.parquet"
+
+
+class Collector:
+    """Fine-tunes and scores, one task at a time, into ``output_dir`` (see the module docstring)."""
+
+    def __init__(self, args: CollectArguments, training_args, model_args):
+        self.args, self.training_args, self.model_args = args, training_args, model_args
+        self.output_dir = Path(training_args.output_dir)
+        self.rows_dir = self.output_dir / "rows"
+        self.state = PartialState()
+        if model_args.model_name_or_path is None:
+            model_args.model_name_or_path = EMBEDDED_MODEL
+        with self.state.main_process_first():
+            self.model_path = resolve_model_path(model_args.model_name_or_path)
+            self.upstream = load_upstream(
+                args.upstream_dataset,
+                num_examples=args.num_upstream_examples,
+                seed=args.upstream_seed,
+                split=args.upstream_split,
+                text_field=args.upstream_text_field,
+                id_field=args.upstream_id_field,
+            )
+        self.example_ids = list(self.upstream["example_id"])
+        self.settings = run_settings(args, training_args, model_args)
+        self.settings["example_ids_sha256"] = hashlib.sha256("\n".join(self.example_ids).encode()).hexdigest()
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> ForgettingMatrix:
+        self._claim_output_dir()
+        before = self._base_scores()
+        pending = [task for task in self.args.tasks if self._read_row(task) is None]
+        done = len(self.args.tasks) - len(pending)
+        if done and self.state.is_main_process:
+            print(f"Resuming: {done} of {len(self.args.tasks)} task rows already in {self.rows_dir}")
+        for task in tqdm(pending, desc="tasks", disable=not self.state.is_main_process):
+            self._collect_row(task, before)
+        matrix = self._assemble()
+        if self.state.is_main_process:
+            self._write_outputs(matrix)
+        self.state.wait_for_everyone()
+        return matrix
+
+    def _claim_output_dir(self) -> None:
+        """Write ``run.json`` on a new run; on a resumed run, refuse if any setting changed."""
+        path = self.output_dir / "run.json"
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON ({error}); delete it to start over") from None
+            current = json.loads(json.dumps(self.settings))
+            changed = _differences(previous, current)
+            if changed:
+                raise ValueError(
+                    f"{self.output_dir} holds rows collected with other settings ({'; '.join(changed[:5])}). "
+                    "Use a new output_dir, or delete the old one to start over."
+                )
+        elif self.state.is_main_process:
+            self.rows_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(self.settings, indent=2, sort_keys=True))
+        self.state.wait_for_everyone()
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def _load_model(self):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs = {"revision": self.model_args.model_revision}
+        if self.model_args.dtype not in (None, "auto"):
+            import torch
+
+            kwargs["dtype"] = getattr(torch, self.model_args.dtype)
+        if self.model_args.attn_implementation:
+            kwargs["attn_implementation"] = self.model_args.attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=self.model_args.model_revision)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    def _score(self, model, tokenizer) -> np.ndarray:
+        if self.args.metric == "em_drop":
+            return exact_match_scores(
+                model, tokenizer, self.upstream, self.args.score_batch_size, self.args.em_max_new_tokens
+            )
+        return score_examples(
+            model, tokenizer, self.upstream, batch_size=self.args.score_batch_size, max_length=self.args.score_max_length
+        )
+
+    def _base_scores(self) -> np.ndarray:
+        path = self.output_dir / "base_scores.parquet"
+        if path.exists():
+            table = pq.read_table(path)
+            if table.column("example_id").to_pylist() == self.example_ids:
+                return table.column("score").to_numpy().astype(np.float32)
+        model, tokenizer = self._load_model()
+        if self.state.is_main_process:
+            print(f"Scoring {len(self.example_ids)} upstream examples with the base model")
+        scores = self._score(model.to(self.state.device), tokenizer)
+        if self.state.is_main_process:
+            table = pa.table({"example_id": self.example_ids, "score": pa.array(scores, pa.float32())})
+            atomic_write_parquet(path, table)
+        self.state.wait_for_everyone()
+        return scores
+
+    # -- rows -----------------------------------------------------------------------------------
+
+    def _collect_row(self, task: str, before: np.ndarray) -> None:
+        from trl import SFTTrainer, get_peft_config
+
+        started = time.time()
+        train_dataset = load_task(task, self.args.max_train_examples, self.args.task_seed, self.args.task_split)
+        train_dataset = train_dataset.remove_columns([c for c in ("example_id", "source") if c in train_dataset.column_names])
+        model, tokenizer = self._load_model()
+        run_dir = self.output_dir / "runs" / task_filename(task).removesuffix(".parquet")
+        task_args = dataclasses.replace(self.training_args, output_dir=str(run_dir), save_strategy="no", push_to_hub=False)
+        trainer = SFTTrainer(
+            model=model,
+            args=task_args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=get_peft_config(self.model_args),
+        )
+        result = trainer.train()
+        tuned = trainer.accelerator.unwrap_model(trainer.model)
+        after = self._score(tuned, tokenizer)
+        forgetting = before - after if self.args.metric == "em_drop" else after - before
+        if self.args.metric == "em_drop":
+            forgetting = np.where(before > 0, forgetting, np.nan)  # only examples the base model got right
+        provenance = {
+            "task_id": task,
+            "train_loss": float(result.training_loss),
+            "train_steps": int(result.global_step),
+            "num_train_examples": len(train_dataset),
+            "seconds": round(time.time() - started, 1),
+            "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "world_size": self.state.num_processes,
+        }
+        if self.state.is_main_process:
+            table = pa.table(
+                {
+                    "example_id": self.example_ids,
+                    "score_after": pa.array(after, pa.float32()),
+                    "forgetting": pa.array(forgetting.astype(np.float32), pa.float32()),
+                }
+            ).replace_schema_metadata({"hf_forgetting": json.dumps(provenance)})
+            atomic_write_parquet(self.rows_dir / task_filename(task), table)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.state.wait_for_everyone()
+        del trainer, model
+
+    def _read_row(self, task: str) -> tuple[np.ndarray, dict] | None:
+        """The finished row of ``task``, or None if it is missing or unusable (then it is recollected)."""
+        path = self.rows_dir / task_filename(task)
+        if not path.exists():
+            return None
+        try:
+            table = pq.read_table(path)
+            provenance = json.loads(table.schema.metadata[b"hf_forgetting"])
+            ids_match = table.column("example_id").to_pylist() == self.example_ids
+        except (pa.ArrowException, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+            print(f"Warning: {path} is unreadable ({error}); task {task!r} will be collected again")
+            return None
+        if not ids_match or provenance.get("task_id") != task or table.column_names != list(ROW_COLUMNS):
+            print(f"Warning: {path} does not match this run's examples or task; task {task!r} will be collected again")
+            return None
+        return table.column("forgetting").to_numpy().astype(np.float32), provenance
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def _assemble(self) -> ForgettingMatrix:
+        rows, provenance = [], {}
+        for task in self.args.tasks:
+            row = self._read_row(task)
+            if row is None:
+                raise RuntimeError(f"Row for task {task!r} is missing after collection")
+            rows.append(row[0])
+            provenance[task] = row[1]
+        metadata = {
+            "base_model": self.model_args.model_name_or_path,
+            "base_model_revision": self.model_args.model_revision,
+            "upstream_dataset": self.args.upstream_dataset,
+            "settings": self.settings,
+            "rows": provenance,
+            "library": "hf_forgetting",
+        }
+        return ForgettingMatrix(np.stack(rows), self.args.tasks, self.example_ids, self.args.metric, metadata)
+
+    def _write_outputs(self, matrix: ForgettingMatrix) -> None:
+        matrix_dir = matrix.save(self.output_dir / "matrix")
+        heatmap = plot_heatmap(matrix, self.output_dir / "heatmap.png")
+        summary = summarize(matrix, dict(zip(self.upstream["example_id"], self.upstream["text"])))
+        atomic_write_text(self.output_dir / "summary.md", summary)
+        print(summary)
+        print(f"Matrix: {matrix_dir}\nHeatmap: {heatmap}\nSummary: {self.output_dir / 'summary.md'}")
+
+
+def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top: int = 5) -> str:
+    """A short Markdown summary: per-task mean forgetting and the most forgotten examples."""
+    values = matrix.values
+    with np.errstate(invalid="ignore"):
+        task_means, example_means = np.nanmean(values, axis=1), np.nanmean(values, axis=0)
+    rows = matrix.metadata.get("rows", {})
+    lines = [
+        f"# Forgetting matrix: {matrix.shape[0]} tasks x {matrix.shape[1]} upstream examples",
+        "",
+        f"- metric: `{matrix.metric}`; base model: `{matrix.metadata.get('base_model')}`",
+        f"- mean {np.nanmean(values):+.4f}, std {np.nanstd(values):.4f}; "
+        f"{np.nanmean(values > 0) * 100:.1f}% of entries positive (forgotten)",
+        "",
+        "| task | mean forgetting | % examples forgotten | train loss | steps |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for index in np.argsort(-task_means):
+        task = matrix.task_ids[index]
+        info = rows.get(task, {})
+        lines.append(
+            f"| {task} | {task_means[index]:+.4f} | {np.nanmean(values[index] > 0) * 100:.0f}% | "
+            f"{info.get('train_loss', float('nan')):.3f} | {info.get('train_steps', '')} |"
+        )
+    lines += ["", f"Most forgotten upstream examples (mean over tasks), top {top}:", ""]
+    for index in np.argsort(-np.nan_to_num(example_means, nan=-np.inf))[:top]:
+        example_id = matrix.example_ids[index]
+        snippet = (texts or {}).get(example_id, "")[:90].replace("\n", " ").replace("|", "/")
+        lines.append(f"- `{example_id}` {example_means[index]:+.4f}: {snippet}...")
+    return "\n".join(lines) + "\n"
+
+
+def collect_forgetting_matrix(args: CollectArguments, training_args, model_args) -> ForgettingMatrix:
+    """Collect (or finish collecting) the matrix described by the three config dataclasses."""
+    return Collector(args, training_args, model_args).run()
+
+
+def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    changed = []
+    for key in sorted(set(previous) | set(current)):
+        old, new = previous.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changed

@@ -1,0 +1,192 @@
+"""Collection on a tiny random model: rows, resume after interruption, refusal of changed settings.
+
+The task datasets here are synthetic string-manipulation tasks (labelled as such); the upstream
+examples are docstrings of Python's standard library.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hf_forgetting import ForgettingMatrix
+from hf_forgetting.collect import CollectArguments, Collector, collect_forgetting_matrix, task_filename
+
+from conftest import stdlib_corpus
+
+WORDS = "list dict tuple string parser logger module object integer pattern".split()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    upstream = [{"example_id": f"doc/{i}", "text": text[:300]} for i, text in enumerate(stdlib_corpus()[:12])]
+    synthetic_tasks = {
+        "reverse": [{"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"} for w in WORDS],
+        "upper": [{"prompt": f"Upper {w}:", "completion": f" {w.upper()}"} for w in WORDS],
+        "chat_plural": [
+            {"messages": [{"role": "user", "content": f"Plural of {w}?"}, {"role": "assistant", "content": f"{w}s"}]}
+            for w in WORDS
+        ],
+    }
+    files = {"upstream": write_jsonl(root / "upstream.jsonl", upstream)}
+    for name, rows in synthetic_tasks.items():
+        files[name] = write_jsonl(root / f"{name}.jsonl", rows)
+    return files
+
+
+def configs(data_files, checkpoint, output_dir, **overrides):
+    from trl import ModelConfig, SFTConfig
+
+    defaults = {
+        "upstream_dataset": data_files["upstream"],
+        "num_upstream_examples": 8,
+        "tasks": [data_files[name] for name in ("reverse", "upper", "chat_plural")],
+        "max_train_examples": 8,
+        "score_max_length": 48,
+        "score_batch_size": 4,
+    }
+    args = CollectArguments(**(defaults | overrides))
+    training = SFTConfig(
+        output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-3,
+        bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True,
+        seed=0, logging_steps=1, disable_tqdm=True, max_length=64,
+    )
+    return args, training, ModelConfig(model_name_or_path=str(checkpoint))
+
+
+def test_collect_writes_rows_matrix_heatmap_and_summary(data_files, tiny_checkpoint, tmp_path):
+    matrix = collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path))
+    assert matrix.shape == (3, 8) and np.isfinite(matrix.values).all()
+    assert np.abs(matrix.values).max() > 1e-3  # fine-tuning moved the upstream NLLs
+    assert ForgettingMatrix.load(tmp_path / "matrix") == matrix
+    assert len(list((tmp_path / "rows").glob("*.parquet"))) == 3
+    assert (tmp_path / "heatmap.png").stat().st_size > 1000
+    assert "| task | mean forgetting" in (tmp_path / "summary.md").read_text()
+    assert matrix.metadata["rows"][matrix.task_ids[0]]["train_steps"] == 3
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_row_equals_after_minus_before(data_files, tiny_checkpoint, tmp_path):
+    """The stored row is exactly score_after - base score, each recomputable from the files."""
+    import pyarrow.parquet as pq
+
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path)
+    args.tasks = args.tasks[:1]
+    matrix = collect_forgetting_matrix(args, training, model_args)
+    base = pq.read_table(tmp_path / "base_scores.parquet").column("score").to_numpy()
+    row = pq.read_table(tmp_path / "rows" / task_filename(args.tasks[0]))
+    np.testing.assert_allclose(matrix.values[0], row.column("score_after").to_numpy() - base, atol=1e-6)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(data_files, tiny_checkpoint, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    reference = collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path / "reference"))
+
+    original_train, calls = SFTTrainer.train, []
+
+    def train_then_die_on_second_task(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "train", train_then_die_on_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path / "resumed"))
+    assert len(list((tmp_path / "resumed" / "rows").glob("*.parquet"))) == 1
+
+    calls.clear()
+    monkeypatch.setattr(SFTTrainer, "train", lambda self, *a, **k: calls.append(1) or original_train(self, *a, **k))
+    resumed = collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path / "resumed"))
+    assert len(calls) == 2  # only the two missing rows were trained again
+    np.testing.assert_allclose(resumed.values, reference.values, atol=1e-5)
+    assert resumed.task_ids == reference.task_ids and resumed.example_ids == reference.example_ids
+
+
+def test_changed_settings_are_refused(data_files, tiny_checkpoint, tmp_path):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path)
+    args.tasks = args.tasks[:1]
+    collect_forgetting_matrix(args, training, model_args)
+    training.learning_rate = 1e-2
+    with pytest.raises(ValueError, match=r"other settings \(training.learning_rate: 0.005 -> 0.01"):
+        collect_forgetting_matrix(args, training, model_args)
+
+
+def test_unreadable_row_is_collected_again(data_files, tiny_checkpoint, tmp_path, capsys):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path)
+    args.tasks = args.tasks[:1]
+    first = collect_forgetting_matrix(args, training, model_args)
+    (tmp_path / "rows" / task_filename(args.tasks[0])).write_bytes(b"not parquet")
+    again = collect_forgetting_matrix(args, training, model_args)
+    assert "unreadable" in capsys.readouterr().out
+    np.testing.assert_allclose(again.values, first.values, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"metric": "accuracy"}, "metric"),
+        ({"tasks": []}, "at least one"),
+        ({"tasks": ["a", "a"]}, "unique"),
+        ({"num_upstream_examples": 0}, "positive"),
+    ],
+)
+def test_bad_collect_arguments(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        CollectArguments(**overrides)
+
+
+def test_too_many_upstream_examples_is_a_clear_error(data_files, tiny_checkpoint, tmp_path):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path, num_upstream_examples=10_000)
+    with pytest.raises(ValueError, match="has only 12"):
+        Collector(args, training, model_args)
+
+
+@pytest.mark.slow
+def test_cli_killed_with_sigkill_resumes(data_files, tiny_checkpoint, tmp_path):
+    """A real kill -9 of `hf-forgetting collect` mid-run, then the same command again."""
+    args, training, _ = configs(data_files, tiny_checkpoint, tmp_path)
+    recipe = {
+        "model_name_or_path": str(tiny_checkpoint), "upstream_dataset": args.upstream_dataset,
+        "num_upstream_examples": 8, "tasks": args.tasks, "max_train_examples": 8, "score_max_length": 48,
+        "score_batch_size": 4, "max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 5e-3,
+        "bf16": False, "gradient_checkpointing": False, "report_to": "none", "save_strategy": "no",
+        "use_cpu": True, "seed": 0, "max_length": 64, "disable_tqdm": True,
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "hf_forgetting", "collect", "--config", str(tmp_path / "recipe.yaml")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    subprocess.run([*command, "--output_dir", str(tmp_path / "reference")], check=True, env=env, capture_output=True)
+    reference = ForgettingMatrix.load(tmp_path / "reference" / "matrix")
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--output_dir", str(killed_dir)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((killed_dir / "rows").glob("*.parquet")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before_kill = len(list((killed_dir / "rows").glob("*.parquet")))
+    assert 1 <= finished_before_kill < 3 and not (killed_dir / "matrix").exists()
+
+    result = subprocess.run([*command, "--output_dir", str(killed_dir)], check=True, env=env,
+                            capture_output=True, text=True)
+    assert f"Resuming: {finished_before_kill} of 3 task rows" in result.stdout
+    resumed = ForgettingMatrix.load(killed_dir / "matrix")
+    np.testing.assert_allclose(resumed.values, reference.values, atol=1e-5)
