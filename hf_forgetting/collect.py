@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,8 +127,7 @@ class Collector:
         self.state = PartialState()
         if model_args.model_name_or_path is None:
             model_args.model_name_or_path = EMBEDDED_MODEL
-        with self.state.main_process_first():
-            self.model_path = resolve_model_path(model_args.model_name_or_path)
+        with self.state.main_process_first():  # downloads and conversions happen once, on the main process
             self.upstream = load_upstream(
                 args.upstream_dataset,
                 num_examples=args.num_upstream_examples,
@@ -136,6 +136,7 @@ class Collector:
                 text_field=args.upstream_text_field,
                 id_field=args.upstream_id_field,
             )
+            self.model_path = resolve_model_path(model_args.model_name_or_path)
         self.example_ids = list(self.upstream["example_id"])
         self.settings = run_settings(args, training_args, model_args)
         self.settings["example_ids_sha256"] = hashlib.sha256("\n".join(self.example_ids).encode()).hexdigest()
@@ -306,7 +307,9 @@ class Collector:
     def _write_outputs(self, matrix: ForgettingMatrix) -> None:
         matrix_dir = matrix.save(self.output_dir / "matrix")
         heatmap = plot_heatmap(matrix, self.output_dir / "heatmap.png")
-        summary = summarize(matrix, dict(zip(self.upstream["example_id"], self.upstream["text"])))
+        text_column = next(c for c in ("text", "prompt", "messages") if c in self.upstream.column_names)
+        texts = {i: str(t) for i, t in zip(self.upstream["example_id"], self.upstream[text_column])}
+        summary = summarize(matrix, texts)
         atomic_write_text(self.output_dir / "summary.md", summary)
         print(summary)
         print(f"Matrix: {matrix_dir}\nHeatmap: {heatmap}\nSummary: {self.output_dir / 'summary.md'}")
@@ -315,7 +318,8 @@ class Collector:
 def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top: int = 5) -> str:
     """A short Markdown summary: per-task mean forgetting and the most forgotten examples."""
     values = matrix.values
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows/columns (e.g. em_drop) give NaN means
         task_means, example_means = np.nanmean(values, axis=1), np.nanmean(values, axis=0)
     rows = matrix.metadata.get("rows", {})
     lines = [
@@ -323,7 +327,7 @@ def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top
         "",
         f"- metric: `{matrix.metric}`; base model: `{matrix.metadata.get('base_model')}`",
         f"- mean {np.nanmean(values):+.4f}, std {np.nanstd(values):.4f}; "
-        f"{np.nanmean(values > 0) * 100:.1f}% of entries positive (forgotten)",
+        f"{_percent_positive(values):.1f}% of observed entries positive (forgotten)",
         "",
         "| task | mean forgetting | % examples forgotten | train loss | steps |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -332,7 +336,7 @@ def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top
         task = matrix.task_ids[index]
         info = rows.get(task, {})
         lines.append(
-            f"| {task} | {task_means[index]:+.4f} | {np.nanmean(values[index] > 0) * 100:.0f}% | "
+            f"| {task} | {task_means[index]:+.4f} | {_percent_positive(values[index]):.0f}% | "
             f"{info.get('train_loss', float('nan')):.3f} | {info.get('train_steps', '')} |"
         )
     lines += ["", f"Most forgotten upstream examples (mean over tasks), top {top}:", ""]
@@ -341,6 +345,11 @@ def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top
         snippet = (texts or {}).get(example_id, "")[:90].replace("\n", " ").replace("|", "/")
         lines.append(f"- `{example_id}` {example_means[index]:+.4f}: {snippet}...")
     return "\n".join(lines) + "\n"
+
+
+def _percent_positive(values: np.ndarray) -> float:
+    observed = values[~np.isnan(values)]
+    return float((observed > 0).mean() * 100) if observed.size else float("nan")
 
 
 def collect_forgetting_matrix(args: CollectArguments, training_args, model_args) -> ForgettingMatrix:

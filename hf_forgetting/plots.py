@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from .matrix import ForgettingMatrix
 
 def sorted_by_means(matrix: ForgettingMatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values, row_order, column_order)`` with rows and columns sorted by decreasing mean (NaN ignored)."""
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows or columns
         row_means = np.nan_to_num(np.nanmean(matrix.values, axis=1), nan=-np.inf)
         column_means = np.nan_to_num(np.nanmean(matrix.values, axis=0), nan=-np.inf)
     rows = np.argsort(-row_means, kind="stable")
@@ -35,7 +37,7 @@ def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None =
     )
     axes.set_yticks(range(len(rows)), [matrix.task_ids[i] for i in rows], fontsize=8)
     axes.set_xlabel(f"upstream examples ({matrix.shape[1]}), sorted by mean forgetting")
-    axes.set_ylabel("fine-tuning task, sorted by mean forgetting")
+    axes.set_ylabel("task (sorted by mean)")
     label = "increase in mean token NLL" if matrix.metric == "nll_increase" else "exact-match drop"
     figure.colorbar(image, ax=axes, label=label)
     axes.set_title(title or f"Forgetting matrix ({matrix.shape[0]} tasks x {matrix.shape[1]} examples)")

@@ -190,3 +190,50 @@ def test_cli_killed_with_sigkill_resumes(data_files, tiny_checkpoint, tmp_path):
     assert f"Resuming: {finished_before_kill} of 3 task rows" in result.stdout
     resumed = ForgettingMatrix.load(killed_dir / "matrix")
     np.testing.assert_allclose(resumed.values, reference.values, atol=1e-5)
+
+
+def test_lora_collection(data_files, tiny_checkpoint, tmp_path):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path)
+    args.tasks = args.tasks[:2]
+    model_args.use_peft, model_args.lora_r, model_args.lora_target_modules = True, 4, ["q_proj", "v_proj"]
+    training.learning_rate = 5e-2
+    matrix = collect_forgetting_matrix(args, training, model_args)
+    assert matrix.shape == (2, 8) and np.abs(matrix.values).max() > 1e-4
+    assert matrix.metadata["settings"]["model"]["use_peft"] is True
+
+
+def test_exact_match_drop_keeps_only_examples_the_base_model_answers(data_files, tiny_checkpoint, tmp_path):
+    """Half the reference answers are the base model's own greedy outputs, so its exact match is
+    1 on those and 0 on the rest; em_drop is then defined (0 or 1) only on the first half."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_forgetting import exact_match_scores
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    prompts = [f"Question {i}: what is {w}?\nAnswer:" for i, w in enumerate(WORDS[:8])]
+    tokenizer.padding_side = "left"
+    generated = []
+    for prompt in prompts:
+        inputs = tokenizer(prompt, return_tensors="pt")
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        generated.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+    rows = [
+        {"example_id": f"qa/{i}", "prompt": p, "completion": " x",
+         "answers": [generated[i].strip().split("\n\n")[0]] if i < 4 else ["certainly not this"]}
+        for i, p in enumerate(prompts)
+    ]
+    upstream = write_jsonl(tmp_path / "qa.jsonl", rows)
+    before = exact_match_scores(model, tokenizer, [dict(r) for r in rows], max_new_tokens=4, show_progress=False)
+    assert before.tolist() == [1.0] * 4 + [0.0] * 4
+
+    args, training, model_args = configs(
+        {**data_files, "upstream": upstream}, tiny_checkpoint, tmp_path / "out", metric="em_drop", em_max_new_tokens=4
+    )
+    training.learning_rate = 5e-2
+    matrix = collect_forgetting_matrix(args, training, model_args)
+    assert matrix.metric == "em_drop"
+    first_half = [matrix.example_ids.index(f"qa/{i}") for i in range(4)]
+    second_half = [matrix.example_ids.index(f"qa/{i}") for i in range(4, 8)]
+    assert np.isnan(matrix.values[:, second_half]).all()
+    assert np.isin(matrix.values[:, first_half], (0.0, 1.0)).all()

@@ -4,9 +4,9 @@ A name is one of the embedded offline sources (see :mod:`hf_forgetting.data.embe
 file (``.jsonl``, ``.json``, ``.parquet``, ``.csv``) or folder (``Dataset.save_to_disk`` output, or
 data files), or a Hub dataset id (``org/name``, optionally ``org/name:config``).
 
-Upstream datasets have the columns ``example_id`` and ``text`` (raw text; every token but the first
-is scored). Task datasets have ``example_id`` plus either ``prompt``/``completion``, ``messages`` or
-``text``, the formats TRL's ``SFTTrainer`` trains on.
+Every dataset has an ``example_id`` column plus one of the formats TRL's ``SFTTrainer`` trains on:
+``text`` (raw text: every token but the first is scored), ``prompt``/``completion`` (the completion
+is scored; an ``answers`` list may accompany it for exact match) or ``messages`` (chat).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from .embedded import TASK_SOURCES, UPSTREAM_SOURCES
+from .embedded import EMBEDDED_UPSTREAM_MIX, TASK_SOURCES, UPSTREAM_SOURCES
 
 EMBEDDED_UPSTREAM = "embedded"
 EMBEDDED_TASKS = tuple(TASK_SOURCES)
-TASK_COLUMNS = ({"prompt", "completion"}, {"messages"}, {"text"})
+EXAMPLE_FORMATS = ({"prompt", "completion"}, {"messages"}, {"text"})
 
 __all__ = ["EMBEDDED_TASKS", "EMBEDDED_UPSTREAM", "load_task", "load_upstream", "subsample"]
 
@@ -41,20 +41,17 @@ def load_upstream(
     id_field: str | None = None,
 ) -> Dataset:
     """Load upstream examples: ``"embedded"`` (SQuAD-shifts + Austen), ``"squad_shifts"``, ``"austen"``,
-    or a Hub dataset id whose ``text_field`` holds raw text."""
+    ``"squad_shifts_qa"``, a local file or folder, or a Hub dataset id; ``text_field`` names its raw-text
+    column (renamed to ``text``) unless it is in prompt/completion or messages format."""
     if name == EMBEDDED_UPSTREAM:
-        parts = [Dataset.from_list(loader()) for loader in UPSTREAM_SOURCES.values()]
-        dataset = concatenate_datasets(parts)
+        dataset = concatenate_datasets([Dataset.from_list(UPSTREAM_SOURCES[part]()) for part in EMBEDDED_UPSTREAM_MIX])
     elif name in UPSTREAM_SOURCES:
         dataset = Dataset.from_list(UPSTREAM_SOURCES[name]())
     else:
-        dataset = _load_external(name, split)
-        if text_field not in dataset.column_names:
-            raise ValueError(f"Upstream dataset {name!r} has no column {text_field!r}: {dataset.column_names}")
-        dataset = _with_ids(dataset, name, split, id_field)
-        dataset = dataset.select_columns(["example_id", text_field]).rename_columns(
-            {text_field: "text"} if text_field != "text" else {}
-        )
+        dataset = _with_ids(_load_external(name, split), name, split, id_field)
+        if text_field != "text" and text_field in dataset.column_names:
+            dataset = dataset.rename_column(text_field, "text")
+        _check_format(dataset, name)
     _check_unique_ids(dataset, name)
     return subsample(dataset, num_examples, seed)
 
@@ -71,10 +68,7 @@ def load_task(
         dataset = Dataset.from_list(TASK_SOURCES[name]())
     elif "/" in name or Path(name).exists():
         dataset = _with_ids(_load_external(name, split), name, split, id_field)
-        if not any(columns <= set(dataset.column_names) for columns in TASK_COLUMNS):
-            raise ValueError(
-                f"Task dataset {name!r} needs prompt/completion, messages or text columns; it has {dataset.column_names}"
-            )
+        _check_format(dataset, name)
     else:
         raise ValueError(
             f"Unknown task {name!r}: use one of {list(EMBEDDED_TASKS)}, a local file or folder, or a Hub dataset id."
@@ -111,6 +105,14 @@ def _with_ids(dataset: Dataset, name: str, split: str, id_field: str | None) -> 
         return dataset
     label = Path(name).name if Path(name).exists() else name  # ids must not depend on where a file lies
     return dataset.map(lambda _, index: {"example_id": f"{label}/{split}/{index}"}, with_indices=True)
+
+
+def _check_format(dataset: Dataset, name: str) -> None:
+    if not any(columns <= set(dataset.column_names) for columns in EXAMPLE_FORMATS):
+        raise ValueError(
+            f"Dataset {name!r} needs a 'text' column, 'prompt' + 'completion', or 'messages'; "
+            f"it has {dataset.column_names}"
+        )
 
 
 def _check_unique_ids(dataset: Dataset, name: str) -> None:

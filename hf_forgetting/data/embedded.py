@@ -3,7 +3,9 @@
 Upstream examples (raw text, ``example_id`` + ``text`` + ``source``):
 - ``squad_shifts``: the 9,750 SQuAD-shifts passages (new Wikipedia, NYT, Reddit, Amazon reviews,
   SQuAD dev) from the ``bigbench==1.0.0`` sdist;
-- ``austen``: paragraphs of Jane Austen's six novels from Debian's ``r-cran-janeaustenr``.
+- ``austen``: paragraphs of Jane Austen's six novels from Debian's ``r-cran-janeaustenr``;
+- ``squad_shifts_qa``: the first question of each passage as extractive QA (``prompt``,
+  ``completion``, ``answers``), for the binary exact-match variant.
 
 Tasks (prompt/completion, ``example_id`` + ``prompt`` + ``completion``): twelve BIG-bench JSON tasks,
 Amazon fine-food review sentiment (Debian ``r-cran-modeldata``) and WordNet noun definitions
@@ -101,10 +103,34 @@ def austen_paragraphs(min_chars: int = 200) -> list[dict]:
     return rows
 
 
+def squad_shifts_questions() -> list[dict]:
+    """The first question of every SQuAD-shifts passage as an extractive QA example (prompt, answers),
+    for the binary exact-match variant; ``completion`` is the first reference answer."""
+    root = _bigbench_dir() / "squad_shifts"
+    rows = []
+    for domain, file in SQUAD_SHIFTS_FILES.items():
+        for article in _read_json(root / file)["data"]:
+            for paragraph in article["paragraphs"]:
+                question = paragraph["qas"][0]
+                answers = [answer["text"].strip() for answer in question["answers"]]
+                rows.append(
+                    {
+                        "example_id": f"squad_shifts_qa/{domain}/{question['id']}",
+                        "prompt": f"{paragraph['context'].strip()}\n\nQuestion: {question['question'].strip()}\nAnswer:",
+                        "completion": f" {answers[0]}",
+                        "answers": answers,
+                        "source": f"squad_shifts/{domain}",
+                    }
+                )
+    return rows
+
+
 UPSTREAM_SOURCES: dict[str, Callable[[], list[dict]]] = {
     "squad_shifts": squad_shifts_passages,
     "austen": austen_paragraphs,
+    "squad_shifts_qa": squad_shifts_questions,
 }
+EMBEDDED_UPSTREAM_MIX = ("squad_shifts", "austen")
 
 
 # ---------------------------------------------------------------------------------------------
