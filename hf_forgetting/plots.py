@@ -23,11 +23,7 @@ def sorted_by_means(matrix: ForgettingMatrix) -> tuple[np.ndarray, np.ndarray, n
 
 def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None = None) -> Path:
     """A heatmap of the matrix, rows (tasks) and columns (examples) sorted by their means, centred at 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     values, rows, _ = sorted_by_means(matrix)
     limit = float(np.nanpercentile(np.abs(values), 99)) if np.isfinite(values).any() else 1.0
     height = max(3.0, 0.28 * len(rows) + 1.5)
@@ -45,3 +41,74 @@ def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None =
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_r2_by_rank(report: dict, path: str | Path) -> Path:
+    """R^2 of the rank-k SVD fit against k, with the simpler models as reference lines."""
+    plt = _pyplot()
+    r2 = {int(k): value for k, value in report["r2"].items()}  # JSON turns the keys into strings
+    ranks = sorted(r2)
+    figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    axes.plot(ranks, [r2[k] for k in ranks], "o-", label="rank-k SVD")
+    for key, label, style in (
+        ("additive_r2", "additive mu + a_i + b_j", "--"),
+        ("column_mean_r2", "example means", ":"),
+        ("row_mean_r2", "task means", "-."),
+    ):
+        axes.axhline(report[key], linestyle=style, color="gray", label=f"{label} ({report[key]:.2f})")
+    axes.set(xlabel="rank k", ylabel="R^2 on observed entries", ylim=(min(0, report["row_mean_r2"]) - 0.02, 1.0))
+    axes.set_xticks(ranks)
+    axes.legend(fontsize=8, loc="lower right")
+    axes.set_title(f"How low-rank is forgetting? ({report['shape'][0]} x {report['shape'][1]})")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_spectrum(report: dict, path: str | Path) -> Path:
+    """Singular values and the cumulative share of the spectrum they explain."""
+    plt = _pyplot()
+    values = np.asarray(report["singular_values"])
+    share = np.cumsum(values**2) / np.sum(values**2)
+    figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    axes.bar(np.arange(1, len(values) + 1), values, color="tab:blue")
+    axes.set(xlabel="component", ylabel="singular value")
+    twin = axes.twinx()
+    twin.plot(np.arange(1, len(values) + 1), share, "o-", color="tab:red")
+    twin.set(ylabel="cumulative share of squared norm", ylim=(0, 1.05))
+    axes.set_title("Singular value spectrum")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_components(matrix: ForgettingMatrix, report: dict, path: str | Path, top: int = 8) -> Path:
+    """Task loadings of the leading SVD components (largest in absolute value), one panel each."""
+    plt = _pyplot()
+    from .analysis import low_rank_fit
+
+    filled = np.where(matrix.mask, matrix.values, low_rank_fit(matrix.values, min(matrix.shape)))
+    u, _, vt = np.linalg.svd(filled, full_matrices=False)
+    count = len(report["components"])
+    figure, axes = plt.subplots(1, count, figsize=(4.5 * count, 0.3 * min(top, len(matrix.task_ids)) + 1.8),
+                                constrained_layout=True, squeeze=False)
+    for k, panel in enumerate(axes[0]):
+        sign = 1.0 if vt[k].sum() >= 0 else -1.0
+        loadings = sign * u[:, k]
+        chosen = np.argsort(-np.abs(loadings))[:top][::-1]
+        panel.barh([matrix.task_ids[i][:28] for i in chosen], loadings[chosen],
+                   color=["tab:red" if loadings[i] > 0 else "tab:blue" for i in chosen])
+        panel.set_title(f"component {k + 1} ({report['components'][k]['energy']:.0%} of spectrum)", fontsize=9)
+        panel.tick_params(axis="y", labelsize=7)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)

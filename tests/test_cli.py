@@ -45,3 +45,56 @@ def test_unfetchable_source_is_a_message_not_a_traceback(tmp_path, monkeypatch, 
     code = cli.main(["collect", "--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     assert code == 1
     assert "Could not fetch" in capsys.readouterr().err
+
+
+@pytest.fixture
+def saved_matrix(tmp_path):
+    """A synthetic rank-2 matrix (labelled synthetic) saved to disk."""
+    import numpy as np
+
+    from hf_forgetting import ForgettingMatrix
+
+    rng = np.random.default_rng(0)
+    values = 0.1 * rng.normal(size=(10, 2)) @ rng.normal(size=(2, 80)) + 0.01 * rng.normal(size=(10, 80))
+    matrix = ForgettingMatrix(values, [f"task{i}" for i in range(10)], [f"ex{j}" for j in range(80)])
+    return matrix.save(tmp_path / "matrix")
+
+
+def test_analyze_writes_report_and_plots(saved_matrix, tmp_path, capsys):
+    import json
+
+    assert cli.main(["analyze", str(saved_matrix), "--output_dir", str(tmp_path / "a"), "--max_rank", "4"]) == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["r2"]["2"] > 0.95 and len(report["r2"]) == 4
+    for name in ("report.md", "r2_by_rank.png", "spectrum.png", "heatmap.png", "components.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 100
+    assert "| rank-2 SVD |" in capsys.readouterr().out
+
+
+def test_evaluate_prints_a_table(saved_matrix, tmp_path, capsys):
+    import json
+
+    code = cli.main(["evaluate", str(saved_matrix), "--k", "10", "--num_seeds", "2", "--output", str(tmp_path / "e.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| MFPredictor |" in out and "| ColumnMeanPredictor |" in out
+    results = json.loads((tmp_path / "e.json").read_text())["results"]
+    by_name = {r["predictor"]: r["metrics"]["rmse"] for r in results}
+    assert by_name["MFPredictor"] < by_name["ColumnMeanPredictor"]
+
+
+def test_fit_then_predict_from_csv(saved_matrix, tmp_path, capsys):
+    assert cli.main(["fit", str(saved_matrix), "--predictor", "mf", "--rank", "2", "--output_dir", str(tmp_path / "p")]) == 0
+    (tmp_path / "known.csv").write_text("example_id,value\nex0,0.2\nex1,-0.1\nex5,0.05\n")
+    out_csv = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(tmp_path / "p"), "--known", str(tmp_path / "known.csv"), "--output", str(out_csv)]) == 0
+    lines = out_csv.read_text().splitlines()
+    assert lines[0] == "example_id,predicted" and len(lines) == 81
+    (tmp_path / "bad.csv").write_text("example_id,value\nex0,lots\n")
+    assert cli.main(["predict", str(tmp_path / "p"), "--known", str(tmp_path / "bad.csv")]) == 1
+    assert "non-numeric" in capsys.readouterr().err
+
+
+def test_bad_matrix_path_is_a_message(tmp_path, capsys):
+    assert cli.main(["analyze", str(tmp_path / "nothing")]) == 1
+    assert "file not found" in capsys.readouterr().err

@@ -1,0 +1,175 @@
+"""How low-rank is a forgetting matrix? R^2 of truncated SVD fits and of simpler models.
+
+R^2 of a fit F of Z is ``1 - MSE(Z, F) / Var(Z)`` over the observed entries (PAPER.md section 2).
+With missing entries, the rank-k fit is found by hard impute (EM): fill the gaps with the current
+fit, take the rank-k SVD, repeat until the fit on observed entries stops improving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .matrix import ForgettingMatrix
+
+__all__ = ["additive_fit", "low_rank_fit", "low_rank_report", "r_squared"]
+
+
+def r_squared(values: np.ndarray, fit: np.ndarray) -> float:
+    """``1 - MSE / Var`` on the observed (non-NaN) entries of ``values``."""
+    observed = ~np.isnan(values)
+    truth = values[observed].astype(np.float64)
+    variance = truth.var()
+    if variance == 0:
+        return float("nan")
+    return float(1.0 - np.mean((truth - fit[observed]) ** 2) / variance)
+
+
+def additive_fit(values: np.ndarray, iterations: int = 50, tol: float = 1e-10) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(mu, row_effects, column_effects)`` of ``Z ~ mu + a_i + b_j`` by least squares on observed entries
+    (alternating updates; exact in one pass when nothing is missing)."""
+    values = values.astype(np.float64)
+    observed = ~np.isnan(values)
+    filled = np.where(observed, values, 0.0)
+    counts_rows = np.maximum(observed.sum(1), 1)
+    counts_cols = np.maximum(observed.sum(0), 1)
+    mu = filled.sum() / max(observed.sum(), 1)
+    rows, cols = np.zeros(values.shape[0]), np.zeros(values.shape[1])
+    previous = np.inf
+    for _ in range(iterations):
+        rows = (np.where(observed, filled - mu - cols[None, :], 0.0)).sum(1) / counts_rows
+        cols = (np.where(observed, filled - mu - rows[:, None], 0.0)).sum(0) / counts_cols
+        residual = np.where(observed, filled - mu - rows[:, None] - cols[None, :], 0.0)
+        loss = float((residual**2).sum())
+        if previous - loss < tol:
+            break
+        previous = loss
+    return float(mu), rows, cols
+
+
+def low_rank_fit(values: np.ndarray, rank: int, iterations: int = 200, tol: float = 1e-8) -> np.ndarray:
+    """The rank-``rank`` truncated-SVD fit of ``values``; missing entries are imputed iteratively."""
+    values = values.astype(np.float64)
+    observed = ~np.isnan(values)
+    if observed.all():
+        return _truncated_svd(values, rank)
+    mu, rows, cols = additive_fit(values)
+    filled = np.where(observed, values, mu + rows[:, None] + cols[None, :])
+    previous = np.inf
+    for _ in range(iterations):
+        fit = _truncated_svd(filled, rank)
+        loss = float(np.mean((values[observed] - fit[observed]) ** 2))
+        filled = np.where(observed, values, fit)
+        if previous - loss < tol * max(previous, 1e-12):
+            break
+        previous = loss
+    return fit
+
+
+def _truncated_svd(values: np.ndarray, rank: int) -> np.ndarray:
+    u, s, vt = np.linalg.svd(values, full_matrices=False)
+    return (u[:, :rank] * s[:rank]) @ vt[:rank]
+
+
+def low_rank_report(matrix: ForgettingMatrix, max_rank: int = 9, top: int = 5) -> dict:
+    """R^2 by rank and of the simpler models, the singular values, and the leading components' extremes.
+
+    Returns a JSON-serialisable dict with keys ``r2`` ({k: R^2 of the rank-k SVD fit}),
+    ``additive_r2`` (mu + a_task + b_example), ``rank1_multiplicative_r2`` (u_task * v_example),
+    ``row_mean_r2``, ``column_mean_r2``, ``singular_values``, ``components`` (per leading component:
+    its share of the spectrum and the tasks/examples with the largest loadings), ``shape``,
+    ``observed_fraction`` and ``metric``.
+    """
+    values = matrix.values.astype(np.float64)
+    observed = ~np.isnan(values)
+    if observed.sum() < 2:
+        raise ValueError(f"low_rank_report needs at least 2 observed entries; {matrix!r} has {observed.sum()}")
+    max_rank = min(max_rank, *values.shape)
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be at least 1; got {max_rank}")
+    mu, rows, cols = additive_fit(values)
+    with np.errstate(invalid="ignore"):
+        row_means = np.nanmean(values, axis=1, keepdims=True)
+        column_means = np.nanmean(values, axis=0, keepdims=True)
+    full_fit = low_rank_fit(values, min(values.shape))
+    filled = np.where(observed, values, full_fit)
+    u, s, vt = np.linalg.svd(filled, full_matrices=False)
+    energy = s**2 / np.sum(s**2)
+    components = []
+    for k in range(min(3, max_rank)):
+        sign = 1.0 if vt[k].sum() >= 0 else -1.0  # orient each component so its example loadings sum >= 0
+        task_loadings, example_loadings = sign * u[:, k], sign * vt[k]
+        components.append(
+            {
+                "component": k + 1,
+                "energy": float(energy[k]),
+                "top_tasks": [matrix.task_ids[i] for i in np.argsort(-task_loadings)[:top]],
+                "bottom_tasks": [matrix.task_ids[i] for i in np.argsort(task_loadings)[:top]],
+                "top_examples": [matrix.example_ids[j] for j in np.argsort(-example_loadings)[:top]],
+                "bottom_examples": [matrix.example_ids[j] for j in np.argsort(example_loadings)[:top]],
+            }
+        )
+    r2 = {k: r_squared(values, low_rank_fit(values, k)) for k in range(1, max_rank + 1)}
+    return {
+        "metric": matrix.metric,
+        "shape": list(values.shape),
+        "observed_fraction": float(observed.mean()),
+        "r2": r2,
+        "additive_r2": r_squared(values, mu + rows[:, None] + cols[None, :]),
+        "rank1_multiplicative_r2": r2[1],
+        "row_mean_r2": r_squared(values, np.broadcast_to(row_means, values.shape)),
+        "column_mean_r2": r_squared(values, np.broadcast_to(column_means, values.shape)),
+        "singular_values": [float(x) for x in s],
+        "components": components,
+    }
+
+
+def report_markdown(report: dict, matrix: ForgettingMatrix) -> str:
+    """The report as a short Markdown page."""
+    r2 = {int(k): v for k, v in report["r2"].items()}
+    lines = [
+        f"# Low-rank report: {report['shape'][0]} tasks x {report['shape'][1]} examples ({report['metric']})",
+        "",
+        f"Observed entries: {report['observed_fraction']:.1%}. R^2 = 1 - MSE / Var on observed entries.",
+        "",
+        "| model | R^2 |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| rank-{k} SVD | {value:.3f} |" for k, value in sorted(r2.items())]
+    lines += [
+        f"| additive (mu + a_task + b_example) | {report['additive_r2']:.3f} |",
+        f"| rank-1 multiplicative (u_task v_example) | {report['rank1_multiplicative_r2']:.3f} |",
+        f"| task means only | {report['row_mean_r2']:.3f} |",
+        f"| example means only | {report['column_mean_r2']:.3f} |",
+        "",
+    ]
+    for component in report["components"]:
+        lines += [
+            f"## Component {component['component']} ({component['energy']:.1%} of the squared spectrum)",
+            "",
+            f"- tasks loading most: {', '.join(component['top_tasks'])}",
+            f"- tasks loading least: {', '.join(component['bottom_tasks'])}",
+            f"- examples loading most: {', '.join(component['top_examples'])}",
+            f"- examples loading least: {', '.join(component['bottom_examples'])}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_low_rank_report(matrix: ForgettingMatrix, output_dir, max_rank: int = 9) -> dict:
+    """Write ``report.json``, ``report.md`` and the plots (R^2 by rank, spectrum, heatmap, components)."""
+    import json
+    from pathlib import Path
+
+    from .files import atomic_write_text
+    from .plots import plot_components, plot_heatmap, plot_r2_by_rank, plot_spectrum
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = low_rank_report(matrix, max_rank=max_rank)
+    atomic_write_text(output_dir / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(output_dir / "report.md", report_markdown(report, matrix))
+    plot_r2_by_rank(report, output_dir / "r2_by_rank.png")
+    plot_spectrum(report, output_dir / "spectrum.png")
+    plot_heatmap(matrix, output_dir / "heatmap.png")
+    plot_components(matrix, report, output_dir / "components.png")
+    return report
