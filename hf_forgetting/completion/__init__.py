@@ -2,6 +2,7 @@
 
 from .additive import AdditivePredictor, ColumnMeanPredictor
 from .base import ForgettingPredictor, NotFittedError
+from .embedding import EmbeddingSimilarityPredictor
 from .evaluation import evaluate_predictor, split_rows
 from .knn import KNNPredictor
 from .logistic import LogisticMFPredictor
@@ -9,6 +10,7 @@ from .mf import MFPredictor
 from .tensor import TensorPredictor
 
 PREDICTORS = {
+    "embedding": EmbeddingSimilarityPredictor,
     "column_mean": ColumnMeanPredictor,
     "additive": AdditivePredictor,
     "knn": KNNPredictor,
@@ -21,6 +23,7 @@ __all__ = [
     "PREDICTORS",
     "AdditivePredictor",
     "ColumnMeanPredictor",
+    "EmbeddingSimilarityPredictor",
     "ForgettingPredictor",
     "KNNPredictor",
     "LogisticMFPredictor",

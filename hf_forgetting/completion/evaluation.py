@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -83,16 +83,23 @@ def evaluate_predictor(
     k: int = 30,
     seeds: Sequence[int] = tuple(range(10)),
     threshold: float | None = None,
+    example_texts: Mapping[str, str] | None = None,
+    task_texts: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
     """Fit ``predictor`` on the rows not in ``test_tasks`` and score its completion of the test rows.
 
     Returns ``{"predictor", "k", "fit_seconds", "fold_in_ms", "metrics": {name: mean}, "std": {...},
     "per_task": {task: {name: mean over seeds}}}``. For ``em_drop`` matrices the binary metrics use
     ``threshold`` (default 0.5, for probabilities); for NLL matrices ``threshold`` defaults to 0.
+    Text-based baselines (``requires_task_texts``) also get ``example_texts`` ({example id: text}) at
+    fit time and ``task_texts[task]`` (a few inputs of the task) at prediction time.
     """
     train, test = split_rows(matrix, test_tasks)
+    uses_texts = getattr(predictor, "requires_task_texts", False)
+    if uses_texts and (example_texts is None or task_texts is None):
+        raise ValueError(f"{type(predictor).__name__} needs example_texts and task_texts")
     started = time.perf_counter()
-    predictor.fit(train)
+    predictor.fit(train, example_texts=example_texts) if uses_texts else predictor.fit(train)
     fit_seconds = time.perf_counter() - started
     binary = matrix.metric == "em_drop"
     cut = threshold if threshold is not None else (0.5 if binary else 0.0)
@@ -107,7 +114,11 @@ def evaluate_predictor(
             known = rng.choice(observed, size=k, replace=False)
             hidden = np.setdiff1d(observed, known)
             started = time.perf_counter()
-            prediction = predictor.predict([matrix.example_ids[j] for j in known], test.values[row, known])
+            known_ids = [matrix.example_ids[j] for j in known]
+            if uses_texts:
+                prediction = predictor.predict(known_ids, test.values[row, known], task_texts=task_texts[task])
+            else:
+                prediction = predictor.predict(known_ids, test.values[row, known])
             fold_in.append(time.perf_counter() - started)
             truth, guess = test.values[row, hidden].astype(np.float64), prediction[hidden].astype(np.float64)
             record = {"rmse": float(np.sqrt(np.mean((truth - guess) ** 2))), "top1pct_precision": top_fraction_precision(truth, guess)}

@@ -34,6 +34,12 @@ class KNNPredictor(ForgettingPredictor):
         self.mu, task_bias, self.example_bias = additive_fit(values)
         self.residuals = values - self.mu - task_bias[:, None] - self.example_bias[None, :]  # NaN stays NaN
         self.residual_variance = float(np.nanvar(self.residuals)) or 1.0
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Zero-filled residuals and the observation mask, so a fold-in is two mat-vec products."""
+        self._observed = (~np.isnan(self.residuals)).astype(np.float64)
+        self._filled = np.nan_to_num(self.residuals)
 
     def _fold_in(self, columns, values):
         baseline_known = self.mu + self.example_bias[columns]
@@ -45,10 +51,11 @@ class KNNPredictor(ForgettingPredictor):
         counts = observed.sum(1)
         msd = squared.sum(1) / np.maximum(counts, 1) / self.residual_variance
         similarity = np.where(counts > 0, 1.0 / (1.0 + msd), 0.0)
+        weights = np.zeros_like(similarity)  # zero outside the k nearest: mat-vecs without copying rows
         nearest = np.argsort(-similarity, kind="stable")[: self.k]
-        weights = similarity[nearest][:, None] * ~np.isnan(self.residuals[nearest])
-        numerator = (weights * np.nan_to_num(self.residuals[nearest])).sum(0)
-        denominator = weights.sum(0)
+        weights[nearest] = similarity[nearest]
+        numerator = weights @ self._filled
+        denominator = weights @ self._observed  # only neighbours that observed the example count
         predicted_residual = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
         return self.mu + offset + self.example_bias + predicted_residual
 
@@ -67,3 +74,4 @@ class KNNPredictor(ForgettingPredictor):
         if np.isinf(residuals).any():
             raise ValueError(f"{source}: tensor 'residuals' contains infinity")
         self.residuals = residuals.astype(np.float64)  # NaN marks unobserved training entries
+        self._prepare()

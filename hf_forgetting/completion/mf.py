@@ -17,8 +17,9 @@ from .base import ForgettingPredictor
 def _batched_ridge(design: np.ndarray, targets: np.ndarray, mask: np.ndarray, reg: float) -> np.ndarray:
     """Solve one ridge problem per row of ``targets``: rows [R, n], design [n, d] shared, mask [R, n]."""
     d = design.shape[1]
-    gram = np.einsum("rn,nd,ne->rde", mask, design, design) + reg * np.eye(d)
-    rhs = np.einsum("rn,nd->rd", mask * np.nan_to_num(targets), design)
+    outer = (design[:, :, None] * design[:, None, :]).reshape(len(design), d * d)
+    gram = (mask @ outer).reshape(-1, d, d) + reg * np.eye(d)  # sum over observed n of x_n x_n^T, as one matmul
+    rhs = (mask * np.nan_to_num(targets)) @ design
     return np.linalg.solve(gram, rhs[..., None])[..., 0]
 
 
