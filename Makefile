@@ -21,8 +21,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+DEMO_DIR ?= outputs/smollm2-135m-instruct/collect-demo
+
 demo: install
 	$(VENV)/bin/hf-forgetting collect --config $(DEMO_RECIPE)
+	$(VENV)/bin/hf-forgetting analyze $(DEMO_DIR)/matrix --output_dir $(DEMO_DIR)/analysis
+	$(VENV)/bin/hf-forgetting evaluate $(DEMO_DIR)/matrix --output $(DEMO_DIR)/evaluation.json
 
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q

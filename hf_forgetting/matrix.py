@@ -33,7 +33,7 @@ class ForgettingMatrixError(ValueError):
     """A forgetting matrix, or a file holding one, is malformed."""
 
 
-def _as_ids(ids: Sequence, kind: str) -> list[str]:
+def validate_ids(ids: Sequence, kind: str) -> list[str]:
     ids = list(ids)
     bad = [i for i in ids if not isinstance(i, str) or not i]
     if bad:
@@ -71,8 +71,8 @@ class ForgettingMatrix:
         values = np.array(values, dtype=np.float32, copy=True)
         if values.ndim != 2:
             raise ForgettingMatrixError(f"values must be 2-D [tasks, examples]; got shape {values.shape}")
-        self.task_ids = _as_ids(task_ids, "task_ids")
-        self.example_ids = _as_ids(example_ids, "example_ids")
+        self.task_ids = validate_ids(task_ids, "task_ids")
+        self.example_ids = validate_ids(example_ids, "example_ids")
         if values.shape != (len(self.task_ids), len(self.example_ids)):
             raise ForgettingMatrixError(
                 f"values have shape {values.shape} but there are {len(self.task_ids)} task_ids "

@@ -191,6 +191,14 @@ def test_malformed_saved_predictors_are_refused(small_matrix, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x80\x04pickle?")
     with pytest.raises(ValueError, match="cannot read"):
         MFPredictor.from_pretrained(tmp_path)
+    MFPredictor(rank=2, iterations=3).fit(small_matrix).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "predictor.json").read_text())
+    (tmp_path / "predictor.json").write_text(json.dumps({**config, "example_ids": ["a"] * 40}))
+    with pytest.raises(ValueError, match="malformed predictor files.*unique"):
+        MFPredictor.from_pretrained(tmp_path)
+    (tmp_path / "predictor.json").write_text(json.dumps({**config, "config": {"rank": 2, "bogus": 1}}))
+    with pytest.raises(ValueError, match="malformed predictor files"):
+        MFPredictor.from_pretrained(tmp_path)
     (tmp_path / "predictor.json").write_text(json.dumps({"format_version": 1, "predictor_class": "os.system"}))
     with pytest.raises(ValueError, match="not a predictor this version can read"):
         ForgettingPredictor.from_pretrained(tmp_path)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..files import atomic_write, atomic_write_text
-from ..matrix import ForgettingMatrix
+from ..matrix import ForgettingMatrix, ForgettingMatrixError, validate_ids
 
 CONFIG_FILE = "predictor.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,7 +37,8 @@ class ForgettingPredictor:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        ForgettingPredictor.registry[cls.__name__] = cls
+        if not cls.__dict__.get("abstract", False):
+            ForgettingPredictor.registry[cls.__name__] = cls
 
     def __init__(self):
         self.example_ids: list[str] | None = None
@@ -134,9 +135,12 @@ class ForgettingPredictor:
             raise FileNotFoundError(f"{weights_path}: file not found") from None
         except (SafetensorError, OSError) as error:
             raise ValueError(f"{weights_path}: cannot read ({error})") from None
-        predictor = subclass(**config["config"])
-        predictor._set_examples(config["example_ids"], config["metric"])
-        predictor._load(arrays, config.get("state", {}), str(weights_path))
+        try:
+            predictor = subclass(**config["config"])
+            predictor._set_examples(validate_ids(config["example_ids"], "example_ids"), config["metric"])
+            predictor._load(arrays, config.get("state", {}), str(weights_path))
+        except (TypeError, KeyError, AttributeError, ForgettingMatrixError) as error:
+            raise ValueError(f"{directory}: malformed predictor files ({type(error).__name__}: {error})") from None
         return predictor
 
     # -- for subclasses -------------------------------------------------------------------------
@@ -171,3 +175,29 @@ class ForgettingPredictor:
         if not np.isfinite(array).all():
             raise ValueError(f"{source}: tensor {name!r} contains NaN or infinity")
         return array.astype(np.float64)
+
+
+class BiasedFactorsPredictor(ForgettingPredictor):
+    """Shared storage of models with a global mean, task / example biases and rank-``rank`` factors."""
+
+    abstract = True
+    rank: int
+
+    def _arrays(self):
+        return {
+            "example_bias": self.example_bias,
+            "example_factors": self.example_factors,
+            "task_bias": self.task_bias,
+            "task_factors": self.task_factors,
+        }
+
+    def _state(self):
+        return {"mu": self.mu}
+
+    def _load(self, arrays, state, source):
+        n = len(self.example_ids)
+        self.mu = float(state["mu"])
+        self.example_bias = self._expect(arrays, "example_bias", (n,), source)
+        self.example_factors = self._expect(arrays, "example_factors", (n, self.rank), source)
+        self.task_bias = self._expect(arrays, "task_bias", (None,), source)
+        self.task_factors = self._expect(arrays, "task_factors", (len(self.task_bias), self.rank), source)

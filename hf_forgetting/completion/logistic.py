@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ForgettingPredictor
+from .base import BiasedFactorsPredictor
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-class LogisticMFPredictor(ForgettingPredictor):
+class LogisticMFPredictor(BiasedFactorsPredictor):
     """Args:
     rank: latent factors. reg: L2 strength. steps / learning_rate: Adam schedule. seed: initialisation.
     """
@@ -89,22 +89,3 @@ class LogisticMFPredictor(ForgettingPredictor):
     def _fold_in(self, columns, values):
         parameters = self.task_parameters(columns, values)
         return _sigmoid(self.mu + self.example_bias + parameters[0] + self.example_factors @ parameters[1:])
-
-    def _arrays(self):
-        return {
-            "example_bias": self.example_bias,
-            "example_factors": self.example_factors,
-            "task_bias": self.task_bias,
-            "task_factors": self.task_factors,
-        }
-
-    def _state(self):
-        return {"mu": self.mu}
-
-    def _load(self, arrays, state, source):
-        n = len(self.example_ids)
-        self.mu = float(state["mu"])
-        self.example_bias = self._expect(arrays, "example_bias", (n,), source)
-        self.example_factors = self._expect(arrays, "example_factors", (n, self.rank), source)
-        self.task_bias = self._expect(arrays, "task_bias", (None,), source)
-        self.task_factors = self._expect(arrays, "task_factors", (len(self.task_bias), self.rank), source)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import additive_fit
-from .base import ForgettingPredictor
+from .base import BiasedFactorsPredictor
 
 
 def _batched_ridge(design: np.ndarray, targets: np.ndarray, mask: np.ndarray, reg: float) -> np.ndarray:
@@ -23,7 +23,7 @@ def _batched_ridge(design: np.ndarray, targets: np.ndarray, mask: np.ndarray, re
     return np.linalg.solve(gram, rhs[..., None])[..., 0]
 
 
-class MFPredictor(ForgettingPredictor):
+class MFPredictor(BiasedFactorsPredictor):
     """Biased MF ("SVD" in the paper, rank 5) with ridge fold-in of new tasks.
 
     Args:
@@ -74,22 +74,3 @@ class MFPredictor(ForgettingPredictor):
     def _fold_in(self, columns, values):
         parameters = self.task_parameters(columns, values)
         return self.mu + self.example_bias + parameters[0] + self.example_factors @ parameters[1:]
-
-    def _arrays(self):
-        return {
-            "example_bias": self.example_bias,
-            "example_factors": self.example_factors,
-            "task_bias": self.task_bias,
-            "task_factors": self.task_factors,
-        }
-
-    def _state(self):
-        return {"mu": self.mu}
-
-    def _load(self, arrays, state, source):
-        n = len(self.example_ids)
-        self.mu = float(state["mu"])
-        self.example_bias = self._expect(arrays, "example_bias", (n,), source)
-        self.example_factors = self._expect(arrays, "example_factors", (n, self.rank), source)
-        self.task_bias = self._expect(arrays, "task_bias", (None,), source)
-        self.task_factors = self._expect(arrays, "task_factors", (len(self.task_bias), self.rank), source)
