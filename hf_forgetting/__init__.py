@@ -12,6 +12,7 @@ from .completion import (
     evaluate_predictor,
 )
 from .matrix import ForgettingMatrix
+from .replay import ReplayConfig, ReplayTrainer
 from .scoring import exact_match_scores, score_examples
 
 __version__ = "0.1.0"
@@ -23,6 +24,8 @@ __all__ = [
     "KNNPredictor",
     "LogisticMFPredictor",
     "MFPredictor",
+    "ReplayConfig",
+    "ReplayTrainer",
     "TensorPredictor",
     "evaluate_predictor",
     "exact_match_scores",

@@ -1,0 +1,111 @@
+"""``ReplayConfig``: TRL's ``SFTConfig`` plus the settings of targeted replay (PAPER.md section 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online")
+REPLAY_SELECTIONS = ("sample", "max")
+REPLAY_WEIGHTINGS = ("token", "sequence")
+STRATEGIES_WITH_SCORES = ("predicted", "ground_truth")
+
+
+@dataclass
+class ReplayConfig(SFTConfig):
+    r"""
+    Configuration for [`ReplayTrainer`]: every [`~trl.SFTConfig`] field, plus:
+
+    Parameters:
+        replay_ratio (`float`, *optional*, defaults to `1/32`):
+            Upstream examples replayed per task example: one replay row after every `1 / replay_ratio` task rows.
+        replay_strategy (`str`, *optional*, defaults to `"predicted"`):
+            Which upstream examples to replay: `"none"` (plain SFT), `"random"` (uniform), `"predicted"` or
+            `"ground_truth"` (by the forgetting scores given to the trainer), `"mir"` (the most forgotten of a fresh
+            random candidate set, measured with the current model) or `"online"` (random for the first
+            `online_warmup_fraction` of steps, then by a row completed from `online_num_probe` measured examples).
+        replay_temperature (`float`, *optional*, defaults to `0.1`):
+            Temperature T of the sampling weights softmax(f / T) over forgetting scores f.
+        replay_selection (`str`, *optional*, defaults to `"sample"`):
+            `"sample"`: draw without replacement with probabilities softmax(f / T); `"max"`: take the highest
+            scores first.
+        replay_heldout_size (`int`, *optional*, defaults to `1000`):
+            Upstream examples set aside (a seeded random subset) that are never replayed; forgetting is evaluated on
+            them. Capped so that at least one example remains replayable.
+        replay_seed (`int` or `None`, *optional*):
+            Seed of the held-out split and the replay schedule; defaults to `seed`.
+        replay_loss_weighting (`str`, *optional*, defaults to `"token"`):
+            `"token"`: the usual mean over all scored tokens of the batch; `"sequence"`: the mean over sequences of
+            each sequence's mean token loss, so long replayed documents do not dominate.
+        online_warmup_fraction (`float`, *optional*, defaults to `0.1`):
+            Share of the training steps run with random replay before the online switch.
+        online_num_probe (`int`, *optional*, defaults to `30`):
+            Upstream examples measured at the online switch (k in the paper).
+        mir_candidates (`int`, *optional*, defaults to `64`):
+            Random replay candidates scored with the current model at each MIR refresh.
+        mir_refresh_steps (`int`, *optional*, defaults to `10`):
+            Optimizer steps between MIR refreshes.
+    """
+
+    replay_ratio: float = field(
+        default=1 / 32,
+        metadata={"help": "Upstream examples replayed per task example (one after every 1/ratio task rows)."},
+    )
+    replay_strategy: str = field(
+        default="predicted",
+        metadata={"help": "none, random, predicted, ground_truth, mir or online.", "choices": list(REPLAY_STRATEGIES)},
+    )
+    replay_temperature: float = field(default=0.1, metadata={"help": "Temperature T of softmax(f / T)."})
+    replay_selection: str = field(
+        default="sample",
+        metadata={"help": "sample (without replacement by softmax(f/T)) or max (highest first).",
+                  "choices": list(REPLAY_SELECTIONS)},
+    )
+    replay_heldout_size: int = field(
+        default=1000, metadata={"help": "Upstream examples never replayed (forgetting is evaluated on them)."}
+    )
+    replay_seed: int | None = field(default=None, metadata={"help": "Seed of the held-out split and schedule (default: seed)."})
+    replay_loss_weighting: str = field(
+        default="token",
+        metadata={"help": "token (mean over tokens) or sequence (mean over sequences of per-sequence means).",
+                  "choices": list(REPLAY_WEIGHTINGS)},
+    )
+    online_warmup_fraction: float = field(
+        default=0.1, metadata={"help": "Share of steps with random replay before the online switch."}
+    )
+    online_num_probe: int = field(default=30, metadata={"help": "Upstream examples measured at the online switch."})
+    mir_candidates: int = field(default=64, metadata={"help": "Candidates scored at each MIR refresh."})
+    mir_refresh_steps: int = field(default=10, metadata={"help": "Optimizer steps between MIR refreshes."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.replay_strategy not in REPLAY_STRATEGIES:
+            raise ValueError(f"replay_strategy must be one of {REPLAY_STRATEGIES}; got {self.replay_strategy!r}")
+        if self.replay_selection not in REPLAY_SELECTIONS:
+            raise ValueError(f"replay_selection must be one of {REPLAY_SELECTIONS}; got {self.replay_selection!r}")
+        if self.replay_loss_weighting not in REPLAY_WEIGHTINGS:
+            raise ValueError(f"replay_loss_weighting must be one of {REPLAY_WEIGHTINGS}; got {self.replay_loss_weighting!r}")
+        if not 0 < self.replay_ratio <= 1:
+            raise ValueError(f"replay_ratio must be in (0, 1]; got {self.replay_ratio}")
+        if self.replay_temperature <= 0:
+            raise ValueError(f"replay_temperature must be > 0; got {self.replay_temperature}")
+        if self.replay_heldout_size < 0:
+            raise ValueError(f"replay_heldout_size must be >= 0; got {self.replay_heldout_size}")
+        if not 0 < self.online_warmup_fraction < 1:
+            raise ValueError(f"online_warmup_fraction must be in (0, 1); got {self.online_warmup_fraction}")
+        for name in ("online_num_probe", "mir_candidates", "mir_refresh_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.packing and self.replay_strategy != "none":
+            raise ValueError(
+                "packing=True cannot be combined with replay: packed sequences merge task and replay examples, so the "
+                "replay schedule and the per-example loss masks lose their meaning. Set packing=False."
+            )
+        if self.replay_seed is None:
+            self.replay_seed = self.seed
+
+    @property
+    def replay_every(self) -> int:
+        """Task rows between two replay rows."""
+        return max(1, round(1 / self.replay_ratio))

@@ -1,0 +1,248 @@
+"""``ReplayTrainer``: TRL's ``SFTTrainer`` that interleaves replayed upstream examples with the task's.
+
+Swap ``SFTTrainer`` for ``ReplayTrainer`` and ``SFTConfig`` for ``ReplayConfig``, pass the upstream
+examples (``replay_dataset``) and what is known of their forgetting, and training replays the examples
+predicted to be forgotten most. With ``replay_strategy="none"`` it is exactly ``SFTTrainer``.
+
+Replay rows are tokenised with the same masks as the forgetting scorer (all tokens but the first for
+raw text, the completion or assistant turns otherwise) and appended after the task rows; a
+``ReplaySampler`` decides the order. A seeded subset of ``replay_heldout_size`` upstream examples is
+never replayed (``trainer.heldout_ids``): measure forgetting on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, concatenate_datasets
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTTrainer
+
+from ..scoring import score_examples, tokenize_for_scoring
+from .config import STRATEGIES_WITH_SCORES, ReplayConfig
+from .schedule import ReplaySampler
+
+REPLAY_STATE_FILE = "replay_state.json"
+
+
+class ReplayTrainer(SFTTrainer):
+    """An ``SFTTrainer`` with targeted replay of upstream examples.
+
+    Args (beyond ``SFTTrainer``'s):
+        replay_dataset: upstream examples (``text``, ``prompt``/``completion`` or ``messages``), with an
+            ``example_id`` column (row numbers are used otherwise).
+        replay_scores: forgetting scores aligned with ``replay_dataset`` (strategies ``predicted`` and
+            ``ground_truth``), e.g. a row returned by ``predictor.predict(...)``.
+        replay_predictor: a fitted predictor whose ``example_ids`` cover the replay dataset. With
+            ``replay_known=(example_ids, values)`` it gives the scores of ``predicted``; with strategy
+            ``online`` it completes the row from the examples measured at the switch.
+        replay_known: ``(example_ids, values)`` measured for this task (offline ``predicted`` strategy).
+    """
+
+    def __init__(
+        self,
+        *args,
+        replay_dataset: Dataset | None = None,
+        replay_scores: Sequence[float] | np.ndarray | None = None,
+        replay_predictor=None,
+        replay_known: tuple[Sequence[str], Sequence[float]] | None = None,
+        **kwargs,
+    ):
+        args_ = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if not isinstance(args_, ReplayConfig):
+            raise TypeError("ReplayTrainer needs args=ReplayConfig(...) (an SFTConfig with replay settings)")
+        super().__init__(*args, **kwargs)
+        self.replay_sampler: ReplaySampler | None = None
+        self.heldout_ids: list[str] = []
+        self.replay_ids: list[str] = []
+        if args_.replay_strategy == "none":
+            return
+        if replay_dataset is None or len(replay_dataset) < 2:
+            raise ValueError(f"replay_strategy={args_.replay_strategy!r} needs a replay_dataset with at least 2 examples")
+        self._replay_source = replay_dataset
+        self._split_heldout(replay_dataset)
+        self.replay_predictor = replay_predictor
+        scores = self._initial_scores(replay_scores, replay_predictor, replay_known)
+        self._attach_replay_rows()
+        self.replay_sampler = ReplaySampler(
+            num_task=self._num_task_rows,
+            num_replay=len(self._replayable),
+            replay_every=args_.replay_every,
+            seed=args_.replay_seed,
+            temperature=args_.replay_temperature,
+            selection=args_.replay_selection,
+            scores=scores,
+        )
+        if args_.replay_strategy in ("online", "mir"):
+            self.add_callback(_AdaptiveReplayCallback(self))
+        self.add_callback(_ReplayStateCallback(self))
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _split_heldout(self, replay_dataset: Dataset) -> None:
+        ids = (
+            [str(i) for i in replay_dataset["example_id"]]
+            if "example_id" in replay_dataset.column_names
+            else [str(i) for i in range(len(replay_dataset))]
+        )
+        if len(set(ids)) != len(ids):
+            raise ValueError("replay_dataset has duplicate example ids")
+        size = min(self.args.replay_heldout_size, len(ids) - 1)
+        order = np.random.default_rng([self.args.replay_seed, 7]).permutation(len(ids))
+        heldout = set(order[:size].tolist())
+        self._replayable = [i for i in range(len(ids)) if i not in heldout]  # rows of replay_dataset
+        self.heldout_ids = [ids[i] for i in sorted(heldout)]
+        self.replay_ids = [ids[i] for i in self._replayable]
+        self._all_replay_ids = ids
+
+    def _initial_scores(self, replay_scores, predictor, known) -> np.ndarray | None:
+        strategy = self.args.replay_strategy
+        if strategy in ("random", "online", "mir"):
+            if strategy == "online" and predictor is None:
+                raise ValueError("replay_strategy='online' needs replay_predictor (a fitted forgetting predictor)")
+            if predictor is not None:
+                self._check_predictor_covers(predictor)
+            return None
+        if replay_scores is None and predictor is not None and known is not None:
+            self._check_predictor_covers(predictor)
+            row = predictor.predict(*known)
+            index = {example_id: column for column, example_id in enumerate(predictor.example_ids)}
+            replay_scores = np.array([row[index[i]] for i in self._all_replay_ids])
+        if replay_scores is None:
+            raise ValueError(
+                f"replay_strategy={strategy!r} needs replay_scores, or replay_predictor with replay_known=(ids, values)"
+            )
+        replay_scores = np.asarray(replay_scores, dtype=np.float64)
+        if replay_scores.shape != (len(self._all_replay_ids),) or not np.isfinite(replay_scores).all():
+            raise ValueError(
+                f"replay_scores must be {len(self._all_replay_ids)} finite numbers aligned with replay_dataset; "
+                f"got shape {replay_scores.shape}"
+            )
+        return replay_scores[self._replayable]
+
+    def _check_predictor_covers(self, predictor) -> None:
+        missing = set(self._all_replay_ids) - set(predictor.example_ids or [])
+        if missing:
+            raise ValueError(f"replay_predictor does not know {len(missing)} replay example ids, e.g. {sorted(missing)[:3]}")
+
+    def _attach_replay_rows(self) -> None:
+        """Append the replayable upstream rows, tokenised with the scorer's masks, after the task rows."""
+        task_rows = self.train_dataset
+        if "labels" not in task_rows.column_names:
+            raise ValueError("ReplayTrainer expects the prepared task dataset to have labels (TRL >= 1.0)")
+        self._num_task_rows = len(task_rows)
+        max_length = self.args.max_length
+        rows = {"input_ids": [], "labels": []}
+        for index in self._replayable:
+            ids, mask = tokenize_for_scoring(self._replay_source[index], self.processing_class, max_length)
+            rows["input_ids"].append(ids)
+            rows["labels"].append([t if m else -100 for t, m in zip(ids, mask)])
+        replay_rows = Dataset.from_dict(rows, features=task_rows.select_columns(["input_ids", "labels"]).features)
+        self.train_dataset = concatenate_datasets([task_rows.select_columns(["input_ids", "labels"]), replay_rows])
+
+    # -- Trainer hooks --------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.replay_sampler is None:
+            return super()._get_train_sampler(train_dataset)
+        return self.replay_sampler
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint and self.replay_sampler is not None:
+            checkpoint = (
+                get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
+            )
+            state_path = Path(checkpoint) / REPLAY_STATE_FILE if checkpoint else None
+            if state_path is None or not state_path.exists():
+                raise FileNotFoundError(f"No {REPLAY_STATE_FILE} in checkpoint {checkpoint}: cannot resume the replay schedule")
+            self.replay_sampler.load_state_dict(json.loads(state_path.read_text()))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.replay_loss_weighting == "token":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        logits = outputs.logits[:, :-1].float()
+        targets = labels[:, 1:]
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        counts = (targets != -100).sum(1)
+        per_sequence = token_loss.sum(1) / counts.clamp(min=1)
+        loss = per_sequence[counts > 0].mean()
+        return (loss, outputs) if return_outputs else loss
+
+    # -- adaptive strategies --------------------------------------------------------------------
+
+    def _replay_examples(self, rows: Sequence[int]) -> list[dict]:
+        return [self._replay_source[self._replayable[r]] for r in rows]
+
+    def _score_rows(self, rows: Sequence[int]) -> np.ndarray:
+        model = self.accelerator.unwrap_model(self.model)
+        return score_examples(
+            model, self.processing_class, self._replay_examples(rows), max_length=self.args.max_length,
+            batch_size=self.args.per_device_eval_batch_size, show_progress=False,
+        )
+
+
+class _ReplayStateCallback(TrainerCallback):
+    """Writes the sampler state into every checkpoint, for exact resumption."""
+
+    def __init__(self, trainer: ReplayTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / REPLAY_STATE_FILE).write_text(json.dumps(self.trainer.replay_sampler.state_dict()))
+
+
+class _AdaptiveReplayCallback(TrainerCallback):
+    """Online: measure probes at the switch and complete the row. MIR: refresh candidate forgetting."""
+
+    def __init__(self, trainer: ReplayTrainer):
+        self.trainer = trainer
+        self.base_scores: np.ndarray | None = None
+        self.probe_rows: np.ndarray | None = None
+        self.switched = False
+
+    def _pool_sample(self, size: int, salt: int) -> np.ndarray:
+        trainer = self.trainer
+        rng = np.random.default_rng([trainer.args.replay_seed, 11, salt])
+        return np.sort(rng.choice(len(trainer._replayable), size=min(size, len(trainer._replayable)), replace=False))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if args.replay_strategy == "online":
+            self.probe_rows = self._pool_sample(args.online_num_probe, 0)
+            self.base_scores = trainer._score_rows(self.probe_rows)  # before any update: the base model
+        else:  # MIR compares candidates with their base-model NLL: measure the whole pool once
+            self.base_scores = trainer._score_rows(range(len(trainer._replayable)))
+        self.switched = len(trainer.replay_sampler.switches) > 1  # resumed after the switch
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if args.replay_strategy == "online":
+            switch_step = max(1, math.ceil(args.online_warmup_fraction * state.max_steps))
+            if self.switched or state.global_step < switch_step:
+                return
+            forgetting = trainer._score_rows(self.probe_rows) - self.base_scores
+            known_ids = [trainer.replay_ids[r] for r in self.probe_rows]
+            row = trainer.replay_predictor.predict(known_ids, forgetting)
+            index = {example_id: column for column, example_id in enumerate(trainer.replay_predictor.example_ids)}
+            trainer.replay_sampler.set_scores(np.array([row[index[i]] for i in trainer.replay_ids]))
+            self.switched = True
+        elif state.global_step % args.mir_refresh_steps == 0:
+            candidates = self._pool_sample(args.mir_candidates, state.global_step)
+            forgetting = trainer._score_rows(candidates) - self.base_scores[candidates]
+            scores = np.full(len(trainer._replayable), -np.inf)
+            scores[candidates] = forgetting  # only fresh candidates; the most forgotten come first
+            trainer.replay_sampler.set_scores(scores)

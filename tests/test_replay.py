@@ -1,0 +1,279 @@
+"""ReplayConfig / ReplaySampler / ReplayTrainer on tiny random models.
+
+Task data here is synthetic (string manipulation, labelled as such); upstream examples are docstrings
+of Python's standard library.
+"""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from scipy import stats
+
+from conftest import build_model, stdlib_corpus
+from hf_forgetting import ReplayConfig, ReplayTrainer
+from hf_forgetting.replay import ReplaySampler, replay_probabilities
+from hf_forgetting.replay.schedule import draw_order
+
+WORDS = "list dict tuple string parser logger module object integer pattern float bytes".split()
+
+
+def task_dataset(n=32):
+    rows = [{"prompt": f"Reverse {WORDS[i % len(WORDS)]}{i}:", "completion": f" {WORDS[i % len(WORDS)][::-1]}"} for i in range(n)]
+    return Dataset.from_list(rows)
+
+
+def upstream_dataset(n=20):
+    texts = stdlib_corpus()
+    return Dataset.from_list([{"example_id": f"doc/{i}", "text": texts[i][:200]} for i in range(n)])
+
+
+def config(tmp_path, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, bf16=False,
+        gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0, logging_steps=1,
+        disable_tqdm=True, max_length=48, replay_ratio=1 / 4, replay_heldout_size=5, dataloader_num_workers=0,
+    )
+    return ReplayConfig(**(defaults | overrides))
+
+
+# -- the schedule ------------------------------------------------------------------------------
+
+
+def test_replayed_fraction_matches_the_ratio():
+    sampler = ReplaySampler(num_task=320, num_replay=50, replay_every=32, seed=0)
+    indices = list(sampler)
+    replayed = [i for i in indices if i >= 320]
+    assert len(replayed) == 10 and len(indices) == len(sampler) == 330
+    assert sorted(i for i in indices if i < 320) == list(range(320))  # every task row once
+    positions = [p for p, i in enumerate(indices) if i >= 320]
+    assert positions == [33 * k + 32 for k in range(10)]  # one after every 32 task rows
+
+
+def test_first_draw_frequencies_follow_softmax_over_temperature():
+    scores = np.array([0.0, 0.1, 0.2, 0.3, 0.05])
+    expected = replay_probabilities(scores, temperature=0.1)
+    draws = [next(i for i in ReplaySampler(4, 5, 4, seed=s, temperature=0.1, scores=scores) if i >= 4) - 4
+             for s in range(4000)]
+    counts = np.bincount(draws, minlength=5)
+    assert stats.chisquare(counts, expected * len(draws)).pvalue > 0.001
+    assert counts.argmax() == 3
+
+
+def test_sampling_without_replacement_and_max_selection():
+    scores = np.array([0.5, 3.0, 1.0, 2.0])
+    sample = [i - 8 for i in ReplaySampler(8, 4, 2, seed=1, scores=scores, temperature=10.0) if i >= 8]
+    assert sorted(sample) == [0, 1, 2, 3]  # 4 draws from a pool of 4: each once
+    greedy = [i - 8 for i in ReplaySampler(8, 4, 2, seed=1, scores=scores, selection="max") if i >= 8]
+    assert greedy == [1, 3, 2, 0]
+    assert list(draw_order(scores, 1.0, "max", np.random.default_rng(0))) == [1, 3, 2, 0]
+
+
+def test_schedule_is_a_function_of_seed_epoch_and_switches():
+    first = ReplaySampler(40, 9, 4, seed=3, scores=np.linspace(0, 1, 9))
+    second = ReplaySampler(40, 9, 4, seed=3, scores=np.linspace(0, 1, 9))
+    assert list(first) == list(second)
+    second.set_epoch(1)
+    assert list(first) != list(second)
+    # a mid-epoch switch, replayed from saved state, gives the same order
+    live = ReplaySampler(40, 9, 4, seed=3)
+    iterator, seen = iter(live), []
+    for _ in range(20):
+        seen.append(next(iterator))
+    live.set_scores(np.arange(9.0))
+    seen += list(iterator)
+    restored = ReplaySampler(40, 9, 4, seed=3)
+    restored.load_state_dict(live.state_dict())
+    assert list(restored) == seen
+
+
+# -- the config --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"replay_ratio": 0.0}, "replay_ratio"),
+        ({"replay_strategy": "everything"}, "replay_strategy"),
+        ({"replay_temperature": 0.0}, "temperature"),
+        ({"replay_selection": "best"}, "replay_selection"),
+        ({"packing": True}, "packing=True cannot be combined with replay"),
+        ({"online_warmup_fraction": 1.0}, "online_warmup_fraction"),
+    ],
+)
+def test_bad_config(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **overrides)
+
+
+def test_config_defaults_follow_the_paper(tmp_path):
+    args = ReplayConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True)
+    assert args.replay_ratio == 1 / 32 and args.replay_every == 32 and args.replay_temperature == 0.1
+    assert args.replay_selection == "sample" and args.replay_seed == args.seed
+
+
+# -- the trainer -------------------------------------------------------------------------------
+
+
+def record_batches(trainer):
+    """The batches the trainer actually trains on, in order (the dataloader may fetch one ahead)."""
+    batches, training_step = [], trainer.training_step
+
+    def recording(model, inputs, *args, **kwargs):
+        batches.append({k: v.detach().clone() for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+        return training_step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = recording
+    return batches
+
+
+def test_strategy_none_matches_sft_trainer_step_for_step(tiny_tokenizer, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    def losses(trainer_class, args):
+        trainer = trainer_class(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                                processing_class=tiny_tokenizer)
+        trainer.train()
+        return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+    shared = dict(output_dir=str(tmp_path / "sft"), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3,
+                  bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True,
+                  seed=0, logging_steps=1, disable_tqdm=True, max_length=48)
+    sft = losses(SFTTrainer, SFTConfig(**shared))
+    replay = losses(ReplayTrainer, ReplayConfig(**{**shared, "output_dir": str(tmp_path / "r")}, replay_strategy="none"))
+    assert len(sft) == 4 and sft == replay
+
+
+def test_replay_rows_are_interleaved_masked_and_never_heldout(tiny_tokenizer, tmp_path):
+    upstream = upstream_dataset()
+    scores = np.linspace(0, 1, len(upstream))
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path, max_steps=10),
+                            train_dataset=task_dataset(), processing_class=tiny_tokenizer,
+                            replay_dataset=upstream, replay_scores=scores)
+    assert len(trainer.heldout_ids) == 5 and not set(trainer.heldout_ids) & set(trainer.replay_ids)
+    indices = list(trainer.replay_sampler)
+    replayed = [trainer.replay_ids[i - 32] for i in indices if i >= 32]
+    assert len(replayed) == 8 and not set(replayed) & set(trainer.heldout_ids)
+
+    batches = record_batches(trainer)
+    trainer.train()
+    rows = [(ids, labels) for batch in batches for ids, labels in zip(batch["input_ids"], batch["labels"])]
+    texts = {tuple(tiny_tokenizer(row["text"])["input_ids"][:48]): row for row in upstream}
+    replay_rows = task_rows = 0
+    for ids, labels in rows:
+        real = ids[: (ids != tiny_tokenizer.pad_token_id).nonzero().max() + 1].tolist()
+        trained = int((labels != -100).sum())
+        if tuple(real) in texts:  # raw-text replay row: every token but the first is trained on
+            replay_rows += 1
+            assert labels[0] == -100 and (labels[1 : len(real)] == ids[1 : len(real)]).all()
+        else:  # task row: the prompt is masked, the completion (and EOS) is not
+            task_rows += 1
+            assert labels[0] == -100 and 0 < trained < len(real) - 3
+    assert (replay_rows, task_rows) == (8, 32)  # one epoch in 10 steps of 4: a replay row after every 4 task rows
+
+
+def test_predicted_scores_from_a_predictor(tiny_tokenizer, tmp_path):
+    from hf_forgetting import ForgettingMatrix, MFPredictor
+
+    upstream = upstream_dataset()
+    ids = upstream["example_id"]
+    rng = np.random.default_rng(0)
+    matrix = ForgettingMatrix(rng.normal(size=(6, len(ids))), [f"t{i}" for i in range(6)], ids)
+    predictor = MFPredictor(rank=2).fit(matrix)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path, replay_selection="max"),
+                            train_dataset=task_dataset(), processing_class=tiny_tokenizer, replay_dataset=upstream,
+                            replay_predictor=predictor, replay_known=(ids[:5], [0.3, -0.1, 0.0, 0.2, 0.1]))
+    row = predictor.predict(ids[:5], [0.3, -0.1, 0.0, 0.2, 0.1])
+    first = next(i for i in trainer.replay_sampler if i >= 32) - 32
+    best = max(trainer.replay_ids, key=lambda i: row[ids.index(i)])
+    assert trainer.replay_ids[first] == best
+
+
+def test_bad_trainer_inputs(tiny_tokenizer, tmp_path):
+    common = dict(model=build_model(len(tiny_tokenizer)), train_dataset=task_dataset(), processing_class=tiny_tokenizer)
+    with pytest.raises(ValueError, match="needs a replay_dataset"):
+        ReplayTrainer(args=config(tmp_path), **common)
+    with pytest.raises(ValueError, match="needs replay_scores"):
+        ReplayTrainer(args=config(tmp_path), replay_dataset=upstream_dataset(), **common)
+    with pytest.raises(ValueError, match="20 finite numbers"):
+        ReplayTrainer(args=config(tmp_path), replay_dataset=upstream_dataset(), replay_scores=np.zeros(3), **common)
+    with pytest.raises(ValueError, match="needs replay_predictor"):
+        ReplayTrainer(args=config(tmp_path, replay_strategy="online"), replay_dataset=upstream_dataset(), **common)
+    from trl import SFTConfig
+
+    with pytest.raises(TypeError, match="ReplayConfig"):
+        ReplayTrainer(args=SFTConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True), **common)
+
+
+def test_resume_continues_the_same_schedule(tiny_tokenizer, tmp_path):
+    upstream = upstream_dataset()
+
+    def run(output_dir, resume=False, max_steps=8):
+        args = config(output_dir, max_steps=max_steps, save_strategy="steps", save_steps=3, replay_strategy="random")
+        trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                                processing_class=tiny_tokenizer, replay_dataset=upstream)
+        batches = record_batches(trainer)
+        trainer.train(resume_from_checkpoint=resume or None)
+        return [b["input_ids"] for b in batches], trainer
+
+    full, _ = run(tmp_path / "full")
+    partial, _ = run(tmp_path / "cut", max_steps=3)  # "killed" after the checkpoint at step 3
+    resumed, trainer = run(tmp_path / "cut", resume=True)
+    assert len(partial) == 3 and (tmp_path / "cut" / "checkpoint-3" / "replay_state.json").exists()
+    tail = resumed[-5:]  # steps 4..8 after the resume
+    assert all(torch.equal(a, b) for a, b in zip(tail, full[3:]))
+    assert trainer.state.global_step == 8
+
+
+def test_online_switches_to_targeted_replay(tiny_tokenizer, tmp_path):
+    from hf_forgetting import ForgettingMatrix, MFPredictor
+
+    upstream = upstream_dataset()
+    ids = upstream["example_id"]
+    matrix = ForgettingMatrix(np.random.default_rng(1).normal(size=(5, len(ids))), [f"t{i}" for i in range(5)], ids)
+    args = config(tmp_path, max_steps=10, replay_strategy="online", online_num_probe=6, online_warmup_fraction=0.2)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream,
+                            replay_predictor=MFPredictor(rank=2).fit(matrix))
+    trainer.train()
+    switches = trainer.replay_sampler.switches
+    assert len(switches) == 2 and switches[0][2] is None and switches[1][2].shape == (15,)
+    assert 0 < switches[1][1] < 32  # switched during the first epoch, after the warm-up
+
+
+def test_mir_picks_the_most_forgotten_candidate(tiny_tokenizer, tmp_path, monkeypatch):
+    upstream = upstream_dataset()
+    args = config(tmp_path, max_steps=2, replay_strategy="mir", mir_candidates=6, mir_refresh_steps=1,
+                  replay_selection="max")
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream)
+    # forgetting known by construction: current NLL = base NLL + row number / 100
+    base = np.arange(15, dtype=float)
+    monkeypatch.setattr(trainer, "_score_rows", lambda rows: base[list(rows)] + (0 if not trained else np.array(list(rows)) / 100))
+    trained = False
+    callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "_AdaptiveReplayCallback")
+    callback.on_train_begin(args, trainer.state, trainer.control)
+    trained = True
+    trainer.state.global_step = 1
+    callback.on_step_end(args, trainer.state, trainer.control)
+    scores = trainer.replay_sampler.switches[-1][2]
+    candidates = np.flatnonzero(np.isfinite(scores))
+    assert len(candidates) == 6
+    first = next(i for i in trainer.replay_sampler if i >= 32) - 32
+    assert first == candidates.max()  # the most forgotten candidate, not the least (the reference code's bug)
+
+
+def test_sequence_weighting_gives_each_sequence_equal_weight(tiny_tokenizer, tmp_path):
+    upstream = upstream_dataset()
+    args = config(tmp_path, replay_strategy="random", replay_loss_weighting="sequence")
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 32)])  # one task row, one replay row
+    loss = trainer.compute_loss(trainer.model, batch)
+    logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    per_row = []
+    for row in range(2):
+        labels = batch["labels"][row, 1:]
+        nll = torch.nn.functional.cross_entropy(logits[row, :-1], labels, ignore_index=-100, reduction="sum")
+        per_row.append(nll / (labels != -100).sum())
+    assert loss.item() == pytest.approx(torch.stack(per_row).mean().item(), rel=1e-5)
