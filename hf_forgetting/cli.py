@@ -17,7 +17,22 @@ STAGES = {
     "evaluate": "hold tasks out, reveal k entries each, compare predictors (RMSE / F1 / AUC table)",
     "fit": "fit a predictor on a matrix and save it (safetensors + JSON)",
     "predict": "complete a new task's row from a CSV of measured entries with a saved predictor",
+    "train": "fine-tune on a task with targeted replay of upstream examples (ReplayTrainer)",
+    "replay-experiment": "hold tasks out of a matrix; compare no / random / predicted / ground-truth replay",
 }
+
+
+@dataclass
+class TrainArguments:
+    task: str = field(default=None, metadata={"help": "Task to fine-tune on: embedded name, local file or Hub id."})
+    max_train_examples: int | None = field(default=None, metadata={"help": "Training examples (seeded subset)."})
+    task_seed: int = field(default=0, metadata={"help": "Seed of the training subset."})
+    upstream_dataset: str = field(default="embedded", metadata={"help": "Upstream examples to replay from."})
+    num_upstream_examples: int | None = field(default=200, metadata={"help": "Size of the upstream pool (seeded subset)."})
+    upstream_seed: int = field(default=0, metadata={"help": "Seed of the upstream subset."})
+    replay_scores_file: str | None = field(default=None, metadata={"help": "CSV example_id,score: forgetting scores."})
+    predictor_dir: str | None = field(default=None, metadata={"help": "A saved predictor (predicted / online strategies)."})
+    known: str | None = field(default=None, metadata={"help": "CSV example_id,value of measured forgetting (predicted)."})
 
 
 @dataclass
@@ -140,8 +155,6 @@ def _fit(argv: list[str]) -> int:
 
 
 def _predict(argv: list[str]) -> int:
-    import csv
-
     import numpy as np
 
     from .completion import ForgettingPredictor
@@ -150,21 +163,79 @@ def _predict(argv: list[str]) -> int:
     args = _parse(PredictArguments, argv, "predict", positional="predictor")
     if args.known is None:
         raise ValueError("--known <csv with columns example_id,value> is required")
-    with open(args.known, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"example_id", "value"} <= set(rows[0]):
-        raise ValueError(f"{args.known}: expected a header with columns example_id,value")
-    try:
-        values = [float(row["value"]) for row in rows]
-    except ValueError as error:
-        raise ValueError(f"{args.known}: non-numeric value ({error})") from None
+    known_ids, values = _read_csv_column(args.known, "example_id", "value")
     predictor = ForgettingPredictor.from_pretrained(args.predictor)
-    predicted = predictor.predict([row["example_id"] for row in rows], values)
+    predicted = predictor.predict(known_ids, values)
     lines = ["example_id,predicted"] + [f"{i},{v:.6g}" for i, v in zip(predictor.example_ids, predicted)]
     atomic_write_text(args.output, "\n".join(lines))
     top = np.argsort(-predicted)[:5]
     print("Most forgotten (predicted): " + ", ".join(f"{predictor.example_ids[j]} ({predicted[j]:+.3f})" for j in top))
     print(f"Wrote {len(predicted)} predictions to {args.output}")
+    return 0
+
+
+def _read_csv_column(path: str, key: str, value: str) -> tuple[list[str], list[float]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {key, value} <= set(rows[0]):
+        raise ValueError(f"{path}: expected a header with columns {key},{value}")
+    try:
+        return [row[key] for row in rows], [float(row[value]) for row in rows]
+    except ValueError as error:
+        raise ValueError(f"{path}: non-numeric {value} ({error})") from None
+
+
+def _train(argv: list[str]) -> int:
+    from trl import ModelConfig, TrlParser, get_peft_config
+
+    from .completion import ForgettingPredictor
+    from .data import load_task, load_upstream
+    from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer
+    from .replay import ReplayConfig, ReplayTrainer
+
+    parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig), prog="hf-forgetting train")
+    args, replay_args, model_args = parser.parse_args_and_config(argv)
+    if args.task is None:
+        raise ValueError("--task is required")
+    upstream = load_upstream(args.upstream_dataset, args.num_upstream_examples, args.upstream_seed)
+    scores = predictor = known = None
+    if args.replay_scores_file:
+        ids, values = _read_csv_column(args.replay_scores_file, "example_id", "score")
+        lookup = dict(zip(ids, values))
+        missing = [i for i in upstream["example_id"] if i not in lookup]
+        if missing:
+            raise ValueError(f"{args.replay_scores_file}: no score for {len(missing)} upstream examples, e.g. {missing[:3]}")
+        scores = [lookup[i] for i in upstream["example_id"]]
+    if args.predictor_dir:
+        predictor = ForgettingPredictor.from_pretrained(args.predictor_dir)
+    if args.known:
+        known = _read_csv_column(args.known, "example_id", "value")
+    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path or EMBEDDED_MODEL)
+    train_dataset = load_task(args.task, args.max_train_examples, args.task_seed).remove_columns(["example_id"])
+    trainer = ReplayTrainer(
+        model=model, args=replay_args, train_dataset=train_dataset, processing_class=tokenizer,
+        peft_config=get_peft_config(model_args), replay_dataset=upstream, replay_scores=scores,
+        replay_predictor=predictor, replay_known=known,
+    )
+    trainer.train(resume_from_checkpoint=replay_args.resume_from_checkpoint)
+    trainer.save_model()
+    print(f"Model saved to {replay_args.output_dir}; never-replayed upstream examples: {len(trainer.heldout_ids)}")
+    return 0
+
+
+def _replay_experiment(argv: list[str]) -> int:
+    from trl import ModelConfig, TrlParser
+
+    from .replay import ReplayConfig
+    from .replay.experiment import ReplayExperimentArguments, run_replay_experiment
+
+    parser = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig), prog="hf-forgetting replay-experiment")
+    args, replay_args, model_args = parser.parse_args_and_config(argv)
+    if args.matrix is None:
+        raise ValueError("--matrix is required")
+    run_replay_experiment(args, replay_args, model_args)
     return 0
 
 
@@ -188,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .matrix import ForgettingMatrixError
 
-    handlers = {"collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit, "predict": _predict}
+    handlers = {
+        "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit, "predict": _predict,
+        "train": _train, "replay-experiment": _replay_experiment,
+    }
     try:
         return handlers[stage](rest)
     except (SourceUnavailableError, ForgettingMatrixError, FileNotFoundError, KeyError, ValueError) as error:

@@ -98,3 +98,17 @@ def test_fit_then_predict_from_csv(saved_matrix, tmp_path, capsys):
 def test_bad_matrix_path_is_a_message(tmp_path, capsys):
     assert cli.main(["analyze", str(tmp_path / "nothing")]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def test_replay_recipes_parse_into_the_config_dataclasses():
+    from hf_forgetting.cli import TrainArguments
+    from hf_forgetting.replay import ReplayConfig
+    from hf_forgetting.replay.experiment import ReplayExperimentArguments
+
+    root = Path(__file__).parent.parent / "recipes" / "smollm2-135m-instruct" / "replay"
+    parser = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig))
+    experiment, replay, _ = parser.parse_args_and_config(["--config", str(root / "config_experiment.yaml")])
+    assert experiment.num_test_tasks >= 6 and replay.replay_ratio == 0.25 and replay.bf16 is False
+    parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig))
+    train, replay, _ = parser.parse_args_and_config(["--config", str(root / "config_online.yaml")])
+    assert train.task and replay.replay_strategy == "online" and replay.online_num_probe == 30

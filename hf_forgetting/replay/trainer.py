@@ -33,6 +33,12 @@ from .schedule import ReplaySampler
 REPLAY_STATE_FILE = "replay_state.json"
 
 
+def heldout_rows(num_examples: int, size: int, seed: int) -> list[int]:
+    """Rows of the upstream set never replayed: a seeded subset of ``size`` (at least one row stays replayable)."""
+    size = min(size, num_examples - 1)
+    return sorted(np.random.default_rng([seed, 7]).permutation(num_examples)[:size].tolist())
+
+
 class ReplayTrainer(SFTTrainer):
     """An ``SFTTrainer`` with targeted replay of upstream examples.
 
@@ -95,9 +101,7 @@ class ReplayTrainer(SFTTrainer):
         )
         if len(set(ids)) != len(ids):
             raise ValueError("replay_dataset has duplicate example ids")
-        size = min(self.args.replay_heldout_size, len(ids) - 1)
-        order = np.random.default_rng([self.args.replay_seed, 7]).permutation(len(ids))
-        heldout = set(order[:size].tolist())
+        heldout = set(heldout_rows(len(ids), self.args.replay_heldout_size, self.args.replay_seed))
         self._replayable = [i for i in range(len(ids)) if i not in heldout]  # rows of replay_dataset
         self.heldout_ids = [ids[i] for i in sorted(heldout)]
         self.replay_ids = [ids[i] for i in self._replayable]
