@@ -277,3 +277,37 @@ def test_sequence_weighting_gives_each_sequence_equal_weight(tiny_tokenizer, tmp
         nll = torch.nn.functional.cross_entropy(logits[row, :-1], labels, ignore_index=-100, reduction="sum")
         per_row.append(nll / (labels != -100).sum())
     assert loss.item() == pytest.approx(torch.stack(per_row).mean().item(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_draw_the_same_schedule(tiny_checkpoint, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts" / "replay_distributed.py"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--master_port", "29519", "--nproc_per_node", "2"]
+    subprocess.run([*launcher, str(script), str(tiny_checkpoint), str(tmp_path / "two")], check=True)
+    subprocess.run([sys.executable, str(script), str(tiny_checkpoint), str(tmp_path / "one")], check=True)
+    rank0, rank1 = (json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1))
+    single = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    assert rank0["world"] == rank1["world"] == 2 and single["world"] == 1
+    assert rank0["schedule"] == rank1["schedule"] == single["schedule"]  # every rank draws the same schedule
+    strip = lambda rows: sorted(tuple(t for t in row if t != 0) for row in rows)  # noqa: E731  (0 pads)
+    assert not set(strip(rank0["seen"])) & set(strip(rank1["seen"]))  # each rank trains on its own share
+    # together the two ranks train on the rows one process trains on over twice the steps' worth of batches
+    assert len(rank0["seen"]) + len(rank1["seen"]) == 2 * len(single["seen"])
+
+
+def test_lora_and_gradient_accumulation_with_replay(tiny_tokenizer, tmp_path):
+    from peft import LoraConfig
+
+    args = config(tmp_path, replay_strategy="random", gradient_accumulation_steps=2, max_steps=2)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream_dataset(),
+                            peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    batches = record_batches(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 2 and len(batches) == 4  # 2 optimizer steps x 2 micro-batches
+    assert type(trainer.model).__name__.startswith("Peft")

@@ -1,0 +1,44 @@
+"""Train a ReplayTrainer on the tiny model at argv[1] under torchrun; each rank saves its schedule and the
+rows it trained on to argv[2]/rank<k>.json (the test compares ranks and processes)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_forgetting import ReplayConfig, ReplayTrainer
+
+checkpoint, out = sys.argv[1], Path(sys.argv[2])
+tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+model = AutoModelForCausalLM.from_pretrained(checkpoint)
+words = "list dict tuple string parser logger module object integer pattern float bytes".split()
+task = Dataset.from_list([{"prompt": f"Reverse {w}{i}:", "completion": f" {w[::-1]}"} for i, w in enumerate(words * 3)])
+upstream = Dataset.from_list([{"example_id": f"doc/{i}", "text": f"Document {i} talks about {w} and more {w}."}
+                              for i, w in enumerate(words)])
+args = ReplayConfig(
+    output_dir=str(out / "run"), max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3, bf16=False,
+    gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+    max_length=48, replay_ratio=0.25, replay_heldout_size=3, replay_strategy="predicted",
+)
+trainer = ReplayTrainer(model=model, args=args, train_dataset=task, processing_class=tokenizer,
+                        replay_dataset=upstream, replay_scores=[i / 10 for i in range(len(upstream))])
+seen, step = [], trainer.training_step
+
+
+def recording(model, inputs, *a, **k):
+    seen.extend(inputs["input_ids"].tolist())
+    return step(model, inputs, *a, **k)
+
+
+trainer.training_step = recording
+trainer.train()
+rank = int(os.environ.get("RANK", "0"))
+out.mkdir(parents=True, exist_ok=True)
+(out / f"rank{rank}.json").write_text(json.dumps({
+    "schedule": list(trainer.replay_sampler), "seen": seen, "world": trainer.accelerator.num_processes,
+}))
