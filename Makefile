@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_RECIPE ?= recipes/smollm2-135m-instruct/collect/config_demo.yaml
 
-.PHONY: install demo test test-fast bench clean-demo
+.PHONY: install demo demo-replay test test-fast bench clean-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: install
 	$(VENV)/bin/hf-forgetting collect --config $(DEMO_RECIPE)
 	$(VENV)/bin/hf-forgetting analyze $(DEMO_DIR)/matrix --output_dir $(DEMO_DIR)/analysis
 	$(VENV)/bin/hf-forgetting evaluate $(DEMO_DIR)/matrix --output $(DEMO_DIR)/evaluation.json
+	$(VENV)/bin/hf-forgetting fit $(DEMO_DIR)/matrix --predictor mf --output_dir outputs/smollm2-135m-instruct/predictor
+
+# The replay experiment on the demo matrix (6 held-out tasks x 4 methods, about 30 min on 2 CPU cores).
+demo-replay: demo
+	$(VENV)/bin/hf-forgetting replay-experiment --config recipes/smollm2-135m-instruct/replay/config_experiment.yaml
 
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
@@ -38,6 +43,7 @@ bench: install
 	$(PY) -m pip install --quiet "scikit-surprise==1.1.5"
 	$(PY) benchmarks/bench_scoring.py --bf16-row
 	$(PY) benchmarks/bench_completion.py
+	$(PY) benchmarks/bench_replay.py
 
 clean-demo:
 	rm -rf outputs/smollm2-135m-instruct/collect-demo

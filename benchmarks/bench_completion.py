@@ -79,7 +79,7 @@ def compare(matrix: ForgettingMatrix, name: str, k: int, seeds: int, test_fracti
         fit_seconds = time.perf_counter() - started
         errors = {"ours": [], "surprise": []}
         seconds = {"ours": [], "surprise": []}
-        for row, task in enumerate(test.task_ids):
+        for row in range(len(test.task_ids)):
             observed = np.flatnonzero(~np.isnan(test.values[row]))
             for seed in range(seeds):
                 rng = np.random.default_rng([seed, row])

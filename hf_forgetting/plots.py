@@ -109,6 +109,7 @@ def plot_components(matrix: ForgettingMatrix, report: dict, path: str | Path, to
                    color=["tab:red" if loadings[i] > 0 else "tab:blue" for i in chosen])
         panel.set_title(f"component {k + 1} ({report['components'][k]['energy']:.0%} of spectrum)", fontsize=9)
         panel.tick_params(axis="y", labelsize=7)
+        panel.set_xlabel("task loading (> 0: forgets this component's examples more)", fontsize=8)
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)

@@ -9,7 +9,6 @@ from trl import SFTConfig
 REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online")
 REPLAY_SELECTIONS = ("sample", "max")
 REPLAY_WEIGHTINGS = ("token", "sequence")
-STRATEGIES_WITH_SCORES = ("predicted", "ground_truth")
 
 
 @dataclass

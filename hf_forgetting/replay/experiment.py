@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..collect import task_filename
 from ..completion import PREDICTORS
 from ..completion.evaluation import default_test_tasks, split_rows
-from ..data import load_task, load_upstream, subsample
+from ..data import load_task, load_upstream
 from ..files import atomic_write_text
 from ..matrix import ForgettingMatrix
 from ..modeling import resolve_model_path

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from datasets import Dataset, concatenate_datasets
 from transformers import TrainerCallback
@@ -27,7 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from ..scoring import score_examples, tokenize_for_scoring
-from .config import STRATEGIES_WITH_SCORES, ReplayConfig
+from .config import ReplayConfig
 from .schedule import ReplaySampler
 
 REPLAY_STATE_FILE = "replay_state.json"
