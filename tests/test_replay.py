@@ -311,3 +311,22 @@ def test_lora_and_gradient_accumulation_with_replay(tiny_tokenizer, tmp_path):
     trainer.train()
     assert trainer.state.global_step == 2 and len(batches) == 4  # 2 optimizer steps x 2 micro-batches
     assert type(trainer.model).__name__.startswith("Peft")
+
+
+def test_chat_task_and_chat_replay_rows(tiny_tokenizer, tmp_path):
+    """messages datasets on both sides; replay rows train on the assistant turns only."""
+    task = Dataset.from_list([{"messages": [{"role": "user", "content": f"Plural of {w}?"},
+                                            {"role": "assistant", "content": f"{w}s"}]} for w in WORDS * 2])
+    replay = Dataset.from_list([{"example_id": f"chat/{i}", "messages": [
+        {"role": "user", "content": f"What is a {w}?"}, {"role": "assistant", "content": f"A {w} is a Python thing."}]}
+        for i, w in enumerate(WORDS)])
+    args = config(tmp_path, replay_strategy="random", replay_heldout_size=2, max_steps=2)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task,
+                            processing_class=tiny_tokenizer, replay_dataset=replay)
+    row = trainer.train_dataset[len(task)]  # the first replay row
+    rendered = tiny_tokenizer.apply_chat_template(replay[trainer._replayable[0]]["messages"], tokenize=False)
+    answer = rendered[rendered.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n"):]
+    trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tiny_tokenizer.decode(trained) == answer
+    trainer.train()
+    assert trainer.state.global_step == 2
