@@ -330,3 +330,42 @@ def test_chat_task_and_chat_replay_rows(tiny_tokenizer, tmp_path):
     assert tiny_tokenizer.decode(trained) == answer
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_online_resume_before_the_switch_reproduces_the_run(tiny_tokenizer, tmp_path):
+    from transformers import TrainerCallback
+
+    from hf_forgetting import ForgettingMatrix, MFPredictor
+
+    upstream = upstream_dataset()
+    ids = list(upstream["example_id"])
+    predictor = MFPredictor(rank=2).fit(
+        ForgettingMatrix(np.random.default_rng(1).normal(size=(5, len(ids))), [f"t{i}" for i in range(5)], ids))
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt("simulated kill after checkpoint-1, before checkpoint-2")
+
+    def trainer_for(output_dir):
+        args = config(output_dir, max_steps=6, replay_strategy="online", online_num_probe=6,
+                      online_warmup_fraction=0.3, save_strategy="steps", save_steps=1)
+        return ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                             processing_class=tiny_tokenizer, replay_dataset=upstream, replay_predictor=predictor)
+
+    reference = trainer_for(tmp_path / "full")
+    full_batches = record_batches(reference)
+    reference.train()
+
+    killed = trainer_for(tmp_path / "cut")
+    killed.add_callback(Kill())
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = trainer_for(tmp_path / "cut")
+    batches = record_batches(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / "checkpoint-1"))
+
+    (_, position, scores), (_, position_again, scores_again) = reference.replay_sampler.switches[1], resumed.replay_sampler.switches[1]
+    assert position == position_again
+    np.testing.assert_allclose(scores, scores_again, atol=1e-5)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, full_batches[1:]))

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
+from ..files import atomic_write_text
 from ..scoring import score_examples, tokenize_for_scoring
 from .config import ReplayConfig
 from .schedule import ReplaySampler
@@ -165,7 +166,9 @@ class ReplayTrainer(SFTTrainer):
             state_path = Path(checkpoint) / REPLAY_STATE_FILE if checkpoint else None
             if state_path is None or not state_path.exists():
                 raise FileNotFoundError(f"No {REPLAY_STATE_FILE} in checkpoint {checkpoint}: cannot resume the replay schedule")
-            self.replay_sampler.load_state_dict(json.loads(state_path.read_text()))
+            state = json.loads(state_path.read_text())
+            self.replay_sampler.load_state_dict(state["sampler"])
+            self._resumed_base_scores = state.get("base_scores")
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -204,7 +207,10 @@ class _ReplayStateCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / REPLAY_STATE_FILE).write_text(json.dumps(self.trainer.replay_sampler.state_dict()))
+            adaptive = next((c for c in self.trainer.callback_handler.callbacks if isinstance(c, _AdaptiveReplayCallback)), None)
+            base = None if adaptive is None or adaptive.base_scores is None else adaptive.base_scores.tolist()
+            state = {"sampler": self.trainer.replay_sampler.state_dict(), "base_scores": base}
+            atomic_write_text(folder / REPLAY_STATE_FILE, json.dumps(state))
 
 
 class _AdaptiveReplayCallback(TrainerCallback):
@@ -223,12 +229,17 @@ class _AdaptiveReplayCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         trainer = self.trainer
+        self.switched = len(trainer.replay_sampler.switches) > 1  # resumed after the online switch
+        resumed = getattr(trainer, "_resumed_base_scores", None)
         if args.replay_strategy == "online":
             self.probe_rows = self._pool_sample(args.online_num_probe, 0)
+        if resumed is not None:  # base-model NLLs measured before the first update of the original run
+            self.base_scores = np.asarray(resumed, dtype=np.float64)
+            return
+        if args.replay_strategy == "online":
             self.base_scores = trainer._score_rows(self.probe_rows)  # before any update: the base model
         else:  # MIR compares candidates with their base-model NLL: measure the whole pool once
             self.base_scores = trainer._score_rows(range(len(trainer._replayable)))
-        self.switched = len(trainer.replay_sampler.switches) > 1  # resumed after the switch
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
