@@ -352,6 +352,26 @@ def _percent_positive(values: np.ndarray) -> float:
     return float((observed > 0).mean() * 100) if observed.size else float("nan")
 
 
+def collect_settings(matrix: ForgettingMatrix) -> dict:
+    """The ``CollectArguments`` a matrix was collected with, from its metadata."""
+    settings = matrix.metadata.get("settings", {}).get("collect")
+    if not settings:
+        raise ValueError("The matrix metadata has no collect settings (was it collected with hf-forgetting collect?)")
+    return settings
+
+
+def load_matrix_upstream(matrix: ForgettingMatrix):
+    """The upstream examples of a collected matrix, reloaded from the sources its metadata names, in column order."""
+    settings = collect_settings(matrix)
+    upstream = load_upstream(
+        settings["upstream_dataset"], num_examples=settings["num_upstream_examples"], seed=settings["upstream_seed"],
+        split=settings["upstream_split"], text_field=settings["upstream_text_field"], id_field=settings["upstream_id_field"],
+    )
+    if list(upstream["example_id"]) != matrix.example_ids:
+        raise ValueError("The reloaded upstream examples do not match the matrix's example ids")
+    return upstream
+
+
 def collect_forgetting_matrix(args: CollectArguments, training_args, model_args) -> ForgettingMatrix:
     """Collect (or finish collecting) the matrix described by the three config dataclasses."""
     return Collector(args, training_args, model_args).run()

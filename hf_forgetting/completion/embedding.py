@@ -85,19 +85,11 @@ def _example_text(example: dict) -> str:
 def texts_for_matrix(matrix: ForgettingMatrix, examples_per_task: int = 32) -> tuple[dict, dict]:
     """``(example_texts, task_texts)`` of a matrix collected by ``hf-forgetting collect``, reloaded from
     the data sources its metadata names (the upstream subset must come back with the same ids)."""
-    from ..data import load_task, load_upstream
+    from ..collect import collect_settings, load_matrix_upstream
+    from ..data import load_task
 
-    settings = matrix.metadata.get("settings", {}).get("collect")
-    if not settings:
-        raise ValueError("The matrix metadata has no collect settings; pass example_texts and task_texts yourself")
-    upstream = load_upstream(
-        settings["upstream_dataset"], num_examples=settings["num_upstream_examples"], seed=settings["upstream_seed"],
-        split=settings["upstream_split"], text_field=settings["upstream_text_field"], id_field=settings["upstream_id_field"],
-    )
-    example_texts = {row["example_id"]: _example_text(row) for row in upstream}
-    missing = [i for i in matrix.example_ids if i not in example_texts]
-    if missing:
-        raise ValueError(f"Reloaded upstream data lacks {len(missing)} of the matrix's example ids, e.g. {missing[:3]}")
+    settings = collect_settings(matrix)
+    example_texts = {row["example_id"]: _example_text(row) for row in load_matrix_upstream(matrix)}
     task_texts = {}
     for task in matrix.task_ids:
         dataset = load_task(task, max_examples=None, seed=settings["task_seed"], split=settings["task_split"])

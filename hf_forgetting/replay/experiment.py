@@ -20,10 +20,10 @@ import numpy as np
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..collect import task_filename
+from ..collect import collect_settings, load_matrix_upstream, task_filename
 from ..completion import PREDICTORS
 from ..completion.evaluation import default_test_tasks, split_rows
-from ..data import load_task, load_upstream
+from ..data import load_task
 from ..files import atomic_write_text
 from ..matrix import ForgettingMatrix
 from ..modeling import resolve_model_path
@@ -49,27 +49,15 @@ class ReplayExperimentArguments:
             raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}")
 
 
-def _collect_settings(matrix: ForgettingMatrix) -> dict:
-    settings = matrix.metadata.get("settings", {}).get("collect")
-    if not settings:
-        raise ValueError("The matrix metadata has no collect settings (was it collected with hf-forgetting collect?)")
-    return settings
-
-
 def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_args) -> dict:
     """Run (or finish) the experiment; returns ``{"runs": [...], "summary": {...}}`` and writes it as JSON."""
     state = PartialState()
     matrix = ForgettingMatrix.load(args.matrix)
-    settings = _collect_settings(matrix)
+    settings = collect_settings(matrix)
     output_dir = Path(replay_args.output_dir)
     with state.main_process_first():
-        upstream = load_upstream(
-            settings["upstream_dataset"], num_examples=settings["num_upstream_examples"], seed=settings["upstream_seed"],
-            split=settings["upstream_split"], text_field=settings["upstream_text_field"], id_field=settings["upstream_id_field"],
-        )
+        upstream = load_matrix_upstream(matrix)
         model_path = resolve_model_path(model_args.model_name_or_path or matrix.metadata["base_model"])
-    if list(upstream["example_id"]) != matrix.example_ids:
-        raise ValueError("The reloaded upstream examples do not match the matrix's example ids")
     heldout = heldout_rows(len(upstream), replay_args.replay_heldout_size, replay_args.replay_seed)
     heldout_set = upstream.select(heldout)
     score_length = settings["score_max_length"]
