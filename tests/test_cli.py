@@ -112,3 +112,28 @@ def test_replay_recipes_parse_into_the_config_dataclasses():
     parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig))
     train, replay, _ = parser.parse_args_and_config(["--config", str(root / "config_online.yaml")])
     assert train.task and replay.replay_strategy == "online" and replay.online_num_probe == 30
+
+
+def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    words = "list dict tuple string parser logger module object".split()
+    (tmp_path / "task.jsonl").write_text("".join(
+        json.dumps({"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"}) + "\n" for w in words * 2))
+    (tmp_path / "upstream.jsonl").write_text("".join(
+        json.dumps({"example_id": f"doc/{i}", "text": f"A note about {w} objects."}) + "\n" for i, w in enumerate(words)))
+    (tmp_path / "scores.csv").write_text("example_id,score\n" + "".join(f"doc/{i},{i / 10}\n" for i in range(8)))
+    argv = [
+        "train", "--task", str(tmp_path / "task.jsonl"), "--upstream_dataset", str(tmp_path / "upstream.jsonl"),
+        "--num_upstream_examples", "8", "--replay_scores_file", str(tmp_path / "scores.csv"),
+        "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--bf16", "false", "--gradient_checkpointing", "false",
+        "--use_cpu", "true", "--report_to", "none", "--replay_ratio", "0.5", "--replay_heldout_size", "2",
+        "--replay_strategy", "predicted", "--max_length", "32",
+    ]
+    assert cli.main(argv) == 0
+    assert "never-replayed upstream examples: 2" in capsys.readouterr().out
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    (tmp_path / "scores.csv").write_text("example_id,score\ndoc/0,0.1\n")
+    assert cli.main(argv) == 1
+    assert "no score for 7 upstream examples" in capsys.readouterr().err
