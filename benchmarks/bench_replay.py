@@ -4,7 +4,9 @@
     python benchmarks/bench_replay.py --steps 40 --replay-ratio 0.125
 
 Both trainers start from the same weights and see the same task rows in the same order up to the
-replay rows ReplayTrainer interleaves (1/32 of the rows by default, upstream text). Reported: mean
+replay rows ReplayTrainer interleaves (1/32 of the rows by default, upstream text). With
+``--replay-from-task`` the replay pool is other examples of the same task, so both trainers' batches
+have the same length distribution and the comparison isolates the replay machinery. Reported: mean
 seconds per optimizer step (first two steps excluded as warm-up), trained tokens per second, and
 the ratio ReplayTrainer / SFTTrainer of both. The trainers alternate in rounds so that machine
 noise hits both alike.
@@ -60,10 +62,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--replay-ratio", type=float, default=1 / 32)
+    parser.add_argument("--replay-from-task", action="store_true", help="replay other examples of the same task")
     args = parser.parse_args()
 
-    task = load_task(args.task, max_examples=args.steps * 8, seed=0).remove_columns(["example_id"])
-    upstream = load_upstream(num_examples=200, seed=0)
+    examples = load_task(args.task, max_examples=args.steps * 8 + 200, seed=0)
+    task = examples.select(range(args.steps * 8)).remove_columns(["example_id"])
+    if args.replay_from_task:
+        upstream = examples.select(range(args.steps * 8, len(examples)))
+    else:
+        upstream = load_upstream(num_examples=200, seed=0)
     results = {"SFTTrainer": ([], []), "ReplayTrainer": ([], [])}
     for _ in range(args.rounds):
         for name in results:
@@ -77,7 +84,8 @@ def main() -> None:
     base_step = np.mean(results["SFTTrainer"][0])
     base_rate = np.sum(results["SFTTrainer"][1]) / np.sum(results["SFTTrainer"][0])
     print(f"\n{args.model}, task {args.task}, batch 8, {args.steps} steps x {args.rounds} rounds per trainer "
-          f"(warm-up steps excluded), replay ratio {args.replay_ratio:.4f}\n")
+          f"(warm-up steps excluded), replay ratio {args.replay_ratio:.4f}, replay pool: "
+          f"{'other examples of the task' if args.replay_from_task else 'upstream passages'}\n")
     print("| trainer | s / step | tokens / s | step-time ratio | tokens/s ratio |\n| --- | ---: | ---: | ---: | ---: |")
     for name, (times, tokens) in results.items():
         step, rate = np.mean(times), np.sum(tokens) / np.sum(times)
