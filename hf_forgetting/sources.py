@@ -119,8 +119,8 @@ def extracted(name: str, members: list[str] | None = None) -> Path:
             _extract_deb(archive, staging)
         elif archive.name.endswith((".tar.gz", ".tgz")):
             _extract_tar(archive, staging, members)
-        else:
-            shutil.unpack_archive(archive, staging)
+        else:  # wheels are zip files under another name
+            shutil.unpack_archive(archive, staging, format="zip" if archive.suffix == ".whl" else None)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging, target)
