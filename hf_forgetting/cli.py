@@ -19,6 +19,8 @@ STAGES = {
     "predict": "complete a new task's row from a CSV of measured entries with a saved predictor",
     "train": "fine-tune on a task with targeted replay of upstream examples (ReplayTrainer)",
     "replay-experiment": "hold tasks out of a matrix; compare no / random / predicted / ground-truth replay",
+    "push": "push a matrix (new repo, or new task rows to an existing one) or a predictor to a Hub dataset repo",
+    "pull": "download a matrix (all contributions merged) or a predictor from a Hub dataset repo",
 }
 
 
@@ -71,6 +73,26 @@ class PredictArguments:
     output: str = field(default="predicted_forgetting.csv", metadata={"help": "CSV to write: example_id,predicted."})
 
 
+@dataclass
+class PushArguments:
+    folder: str = field(default=None, metadata={"help": "A saved matrix (or a collect output folder) or a saved predictor."})
+    repo_id: str = field(default=None, metadata={"help": "Hub dataset repo, 'user/name'."})
+    private: bool | None = field(default=None, metadata={"help": "Create the repo private (new repos only)."})
+    branch: str | None = field(default=None, metadata={"help": "Branch to commit to (default: main)."})
+    commit_message: str | None = field(default=None, metadata={"help": "Commit title (default: says what was added)."})
+    license: str | None = field(default=None, metadata={"help": "License of the dataset card (matrices; default: 'other')."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the saved login)."})
+
+
+@dataclass
+class PullArguments:
+    repo_id: str = field(default=None, metadata={"help": "Hub dataset repo holding a matrix or a predictor."})
+    folder: str = field(default=None, metadata={"help": "Where to save it (ForgettingMatrix.save / save_pretrained)."})
+    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit id (default: main)."})
+    on_duplicate: str = field(default="error", metadata={"help": "Two contributions of one task: 'error' or 'first'."})
+    token: str | None = field(default=None, metadata={"help": "Hub token, for private repos."})
+
+
 def _collect(argv: list[str]) -> int:
     from trl import ModelConfig, SFTConfig, TrlParser
 
@@ -82,12 +104,17 @@ def _collect(argv: list[str]) -> int:
     return 0
 
 
-def _parse(dataclass_type, argv: list[str], stage: str, positional: str | None = None):
-    """TrlParser semantics (--config YAML, flags override), plus one optional leading positional argument."""
+def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[str, ...] = ()):
+    """TrlParser semantics (--config YAML, flags override), plus optional leading positional arguments."""
     from trl import TrlParser
 
-    if positional and argv and not argv[0].startswith("-"):
-        argv = [f"--{positional}", argv[0], *argv[1:]]
+    names = (positional,) if isinstance(positional, str) else positional
+    leading = []
+    for name in names:
+        if argv and not argv[0].startswith("-"):
+            leading += [f"--{name}", argv[0]]
+            argv = argv[1:]
+    argv = [*leading, *argv]
     (args,) = TrlParser((dataclass_type,), prog=f"hf-forgetting {stage}").parse_args_and_config(argv)
     return args
 
@@ -239,9 +266,59 @@ def _replay_experiment(argv: list[str]) -> int:
     return 0
 
 
+def _push(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from .completion import ForgettingPredictor
+    from .completion.base import CONFIG_FILE
+    from .matrix import META_FILE, ForgettingMatrix
+
+    args = _parse(PushArguments, argv, "push", positional=("folder", "repo_id"))
+    if not args.folder or not args.repo_id:
+        raise ValueError("usage: hf-forgetting push FOLDER REPO_ID [--private] [--branch B] [--commit_message M]")
+    folder = Path(args.folder)
+    if (folder / "matrix" / META_FILE).exists():
+        folder = folder / "matrix"  # a collect output folder
+    hub_args = dict(token=args.token, private=args.private, branch=args.branch, commit_message=args.commit_message)
+    if (folder / CONFIG_FILE).exists():
+        predictor = ForgettingPredictor.from_pretrained(folder)
+        commit = predictor.push_to_hub(args.repo_id, **hub_args)
+        print(f"Pushed {type(predictor).__name__} to {args.repo_id}: {commit.commit_url}")
+        return 0
+    matrix = ForgettingMatrix.load(folder)
+    commit = matrix.push_to_hub(args.repo_id, license=args.license, **hub_args)
+    if commit is None:
+        print(f"{args.repo_id} already holds every task of {folder}; nothing pushed")
+    else:
+        print(f"Pushed {matrix!r} to {args.repo_id}: {commit.commit_message} ({commit.commit_url})")
+    return 0
+
+
+def _pull(argv: list[str]) -> int:
+    from huggingface_hub import HfApi
+
+    from .completion import ForgettingPredictor
+    from .completion.base import CONFIG_FILE
+    from .matrix import ForgettingMatrix
+
+    args = _parse(PullArguments, argv, "pull", positional=("repo_id", "folder"))
+    if not args.repo_id or not args.folder:
+        raise ValueError("usage: hf-forgetting pull REPO_ID FOLDER [--revision R]")
+    files = HfApi(token=args.token).list_repo_files(args.repo_id, repo_type="dataset", revision=args.revision)
+    if CONFIG_FILE in files:
+        predictor = ForgettingPredictor.from_pretrained(args.repo_id, revision=args.revision, token=args.token)
+        print(f"Saved {type(predictor).__name__} from {args.repo_id} to {predictor.save_pretrained(args.folder)}")
+        return 0
+    matrix = ForgettingMatrix.from_hub(args.repo_id, args.revision, args.token, args.on_duplicate)
+    contributors = sorted({row.get("contributor", "?") for row in matrix.metadata["rows"].values()})
+    print(f"Saved {matrix!r} from {args.repo_id}@{matrix.metadata['hub']['revision'][:12]} to {matrix.save(args.folder)}")
+    print(f"Contributors: {', '.join(contributors)}")
+    return 0
+
+
 def _usage() -> str:
     lines = ["usage: hf-forgetting <stage> --config <recipe.yaml> [--flag value ...]", "", "stages:"]
-    lines += [f"  {name:<10} {help_}" for name, help_ in STAGES.items()]
+    lines += [f"  {name:<18} {help_}" for name, help_ in STAGES.items()]
     lines += ["", "`hf-forgetting <stage> --help` lists a stage's options."]
     return "\n".join(lines)
 
@@ -261,11 +338,13 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {
         "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit, "predict": _predict,
-        "train": _train, "replay-experiment": _replay_experiment,
+        "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
     }
+    from huggingface_hub.errors import HfHubHTTPError
+
     try:
         return handlers[stage](rest)
-    except (SourceUnavailableError, ForgettingMatrixError, FileNotFoundError, KeyError, ValueError) as error:
+    except (SourceUnavailableError, ForgettingMatrixError, HfHubHTTPError, FileNotFoundError, KeyError, ValueError) as error:
         print(f"hf-forgetting {stage}: {error}", file=sys.stderr)  # a clear message, not a traceback
         return 1
 

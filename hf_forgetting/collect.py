@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .data import EMBEDDED_TASKS, EMBEDDED_UPSTREAM, load_task, load_upstream
 from .files import atomic_write_parquet, atomic_write_text
-from .matrix import METRICS, ForgettingMatrix
+from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, resolve_model_path
 from .plots import plot_heatmap
 from .scoring import exact_match_scores, score_examples
@@ -139,7 +139,7 @@ class Collector:
             self.model_path = resolve_model_path(model_args.model_name_or_path)
         self.example_ids = list(self.upstream["example_id"])
         self.settings = run_settings(args, training_args, model_args)
-        self.settings["example_ids_sha256"] = hashlib.sha256("\n".join(self.example_ids).encode()).hexdigest()
+        self.settings["example_ids_sha256"] = example_ids_sha256(self.example_ids)
 
     # -- the run --------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ The same layout is what ``datasets.load_dataset("parquet", ...)`` reads and what
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -31,6 +32,11 @@ META_FILE = "forgetting_matrix.json"
 
 class ForgettingMatrixError(ValueError):
     """A forgetting matrix, or a file holding one, is malformed."""
+
+
+def example_ids_sha256(example_ids: Sequence[str]) -> str:
+    """Fingerprint of an example-id list (order matters): rows are comparable only if theirs agree."""
+    return hashlib.sha256("\n".join(example_ids).encode()).hexdigest()
 
 
 def validate_ids(ids: Sequence, kind: str) -> list[str]:
@@ -208,6 +214,35 @@ class ForgettingMatrix:
             return cls(values, task_ids, example_ids, header["metric"], header["metadata"])
         except ForgettingMatrixError as error:
             raise ForgettingMatrixError(f"{directory}: {error}") from None
+
+    # -- the Hub --------------------------------------------------------------------------------
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        private: bool | None = None,
+        branch: str | None = None,
+        commit_message: str | None = None,
+        license: str | None = None,  # noqa: A002 - the dataset-card field's name
+    ):
+        """Push to a Hub dataset repo in one commit: the whole matrix into a new repo; into a repo
+        that already holds a matrix over the same examples, only the task rows it lacks, as one
+        more contribution file. Returns the ``CommitInfo`` (None when there was nothing new)."""
+        from .hub import push_matrix
+
+        return push_matrix(self, repo_id, token, private, branch, commit_message, license)
+
+    @classmethod
+    def from_hub(
+        cls, repo_id: str, revision: str | None = None, token: str | None = None, on_duplicate: str = "error"
+    ) -> ForgettingMatrix:
+        """The matrix of a Hub dataset repo, every contribution merged, read at one commit of
+        ``revision`` (branch, tag or commit id). Files are checked (names, sizes, checksums,
+        schemas, ids) before use; nothing is unpickled or executed."""
+        from .hub import load_matrix
+
+        return load_matrix(repo_id, revision, token, on_duplicate)
 
     # -- datasets -------------------------------------------------------------------------------
 

@@ -8,11 +8,35 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads on a shared 2-core machine can be 10x slower
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _reserve_local_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Every Hub request of the test session goes to a Hub-compatible server on 127.0.0.1 (started
+# below), never to huggingface.co. huggingface_hub and datasets read these variables when they
+# are imported, so they are set before anything imports them.
+HUB_PORT = _reserve_local_port()
+HUB_TOKENS = {"hf_alice_token": "alice", "hf_bob_token": "bob"}
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"  # the local server speaks LFS, as any Hub without Xet
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_DATASETS_OFFLINE", None)
+os.environ["HF_HOME"] = __import__("tempfile").mkdtemp(prefix="hf-forgetting-tests-hf-home-")
 
 import pytest
 import torch
+
+from hf_forgetting.testing.hub_server import HubServer
+
+HUB = HubServer(HUB_TOKENS, port=HUB_PORT).start()
 
 torch.set_num_threads(1)
 
@@ -89,3 +113,10 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
     build_model(len(tiny_tokenizer)).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def hub():
+    """The session's Hub-compatible server; faults injected by a test are cleared after it."""
+    yield HUB
+    HUB.clear_faults()

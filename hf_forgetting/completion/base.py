@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,13 +110,40 @@ class ForgettingPredictor:
         atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=1))
         return directory
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        private: bool | None = None,
+        branch: str | None = None,
+        commit_message: str | None = None,
+    ):
+        """Upload to a Hub dataset repo (``predictor.json``, ``model.safetensors`` and a dataset
+        card) in one commit, replacing what the repo held. Returns the ``CommitInfo``."""
+        import tempfile
+
+        from ..hub import predictor_card, push_folder
+
+        with tempfile.TemporaryDirectory(prefix="hf-forgetting-predictor-") as folder:
+            self.save_pretrained(folder)
+            message = commit_message or f"Upload {type(self).__name__}"
+            card = predictor_card(self, repo_id)
+            return push_folder(Path(folder), repo_id, card, token, private, branch, message)
+
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> ForgettingPredictor:
-        """Load a predictor saved with :meth:`save_pretrained` (call it on the base class to accept any kind)."""
+    def from_pretrained(
+        cls, path_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None
+    ) -> ForgettingPredictor:
+        """Load a predictor saved with :meth:`save_pretrained` from a local folder or pushed with
+        :meth:`push_to_hub` to a Hub dataset repo (call it on the base class to accept any kind)."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        directory = Path(directory)
+        directory = Path(path_or_repo_id)
+        if _looks_like_repo_id(path_or_repo_id) and not directory.exists():
+            from ..hub import download_predictor
+
+            directory = download_predictor(str(path_or_repo_id), (CONFIG_FILE, WEIGHTS_FILE), revision, token)
         config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         try:
             config = json.loads(config_path.read_text())
@@ -175,6 +203,11 @@ class ForgettingPredictor:
         if not np.isfinite(array).all():
             raise ValueError(f"{source}: tensor {name!r} contains NaN or infinity")
         return array.astype(np.float64)
+
+
+def _looks_like_repo_id(name) -> bool:
+    """``user/name`` given as a string (a ``Path`` or an absolute or relative path is a folder)."""
+    return isinstance(name, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not name.startswith(".")
 
 
 class BiasedFactorsPredictor(ForgettingPredictor):
