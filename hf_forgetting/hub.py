@@ -20,6 +20,7 @@ concurrent push is detected instead of silently merged.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -98,13 +99,23 @@ def _api(token: str | None = None):
 
 def _is_transient(error: Exception) -> bool:
     """Errors after which the state of the repo is unknown and the push may be checked and retried."""
-    import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError)):
+    if isinstance(error, _transport_errors()):
         return True
     response = getattr(error, "response", None) if isinstance(error, HfHubHTTPError) else None
     return response is not None and response.status_code in (408, 429, 500, 502, 503, 504)
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection-level errors of the HTTP client huggingface_hub uses (httpx2 from 2.x, httpx in 1.x)."""
+    errors: list[type[Exception]] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 def _is_conflict(error: Exception) -> bool:
@@ -556,7 +567,7 @@ def matrix_card(
         license=license or meta.get("license") or "other",
         pretty_name=f"Forgetting matrix: {meta.get('base_model', 'unknown model')}",
         tags=["forgetting", "hf-forgetting", "continual-learning", "catastrophic-forgetting"],
-        size_categories=[_size_category(num_tasks * num_examples)],
+        size_categories=[_size_category(num_tasks)],  # the number of dataset rows, one per task
         source_datasets=[str(meta.get("upstream_dataset", "unknown"))],
         configs=[
             {"config_name": "rows", "data_files": f"{ROWS_FOLDER}/*.parquet", "default": True},
