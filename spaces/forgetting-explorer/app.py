@@ -1,0 +1,147 @@
+"""Forgetting explorer: which upstream examples will fine-tuning on a new task make the model forget?
+
+Pick a shared forgetting matrix (Hub repo id or folder; the embedded SmolLM2 demo matrix by
+default), describe the new task by a few measured upstream examples (best) or a few of its inputs
+(a zero-shot estimate, weaker), and read the predicted forgetting of every upstream example.
+
+    python spaces/forgetting-explorer/app.py          # http://127.0.0.1:7860
+
+Every computation is a named API endpoint (`gradio_client.Client(url).view_api()`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from hf_forgetting import explorer
+from hf_forgetting.explorer import ExplorerInputError
+
+HERE = Path(__file__).resolve().parent
+SHIPPED_MATRIX = HERE / "data" / "smollm2-135m-instruct-demo"  # the demo matrix of `make demo`: numbers and ids only
+WORKSPACES = explorer.WorkspaceCache(default_dir=SHIPPED_MATRIX)
+PREDICTION_HEADERS = ["rank", "example_id", "predicted", "text"]
+EXAMPLE_TASK_INPUTS = "What is the capital of France?\nWho wrote Pride and Prejudice?\nWhen did the Berlin Wall fall?"
+
+
+def _workspace(matrix_source: str, predictor_source: str) -> explorer.Workspace:
+    try:
+        return WORKSPACES.get(matrix_source, predictor_source)
+    except ExplorerInputError as error:
+        raise gr.Error(str(error)) from None
+
+
+def open_matrix(matrix_source: str, predictor_source: str) -> str:
+    """The matrix, its predictor and its low-rank report (Markdown)."""
+    return explorer.matrix_markdown(_workspace(matrix_source, predictor_source))
+
+
+def _describe(workspace, prediction, top_n):
+    csv_path = Path(tempfile.mkdtemp(prefix="forgetting-")) / "predicted_forgetting.csv"
+    explorer.prediction_csv(workspace, prediction, csv_path)
+    return (
+        explorer.summary_markdown(workspace, prediction),
+        explorer.top_forgotten(workspace, prediction, top_n),
+        explorer.histogram_figure(workspace, prediction),
+        explorer.task_map_figure(workspace, prediction),
+        str(csv_path),
+    )
+
+
+def predict(matrix_source: str, predictor_source: str, measurements, measurements_csv, top_n: float):
+    """Predicted forgetting of every upstream example from a few measured ones (table or CSV upload)."""
+    workspace = _workspace(matrix_source, predictor_source)
+    try:
+        if measurements_csv:
+            rows = explorer.read_measurements_csv(measurements_csv)
+        else:
+            rows = _table_rows(measurements)
+        ids, values = explorer.parse_measurements(rows, workspace)
+        return _describe(workspace, explorer.predict_from_measurements(workspace, ids, values), int(top_n or 20))
+    except ExplorerInputError as error:
+        raise gr.Error(str(error)) from None
+
+
+def predict_zero_shot(matrix_source: str, predictor_source: str, task_inputs: str, top_n: float):
+    """The weaker estimate from a few inputs of the new task alone (sentence-embedding similarity)."""
+    workspace = _workspace(matrix_source, predictor_source)
+    try:
+        prediction = explorer.predict_zero_shot(workspace, (task_inputs or "").splitlines())
+        return _describe(workspace, prediction, int(top_n or 20))
+    except ExplorerInputError as error:
+        raise gr.Error(str(error)) from None
+
+
+def _table_rows(table) -> list[list]:
+    """Rows of the measurement table as given by the UI (a DataFrame) or by an API client (dict or list)."""
+    if table is None:
+        return []
+    if hasattr(table, "values") and hasattr(table, "columns"):
+        columns = [str(c).strip() for c in table.columns]
+        if columns[:2] != ["example_id", "value"]:
+            raise ExplorerInputError(f"The table needs the columns example_id and value; it has {columns}")
+        return table.values.tolist()
+    if isinstance(table, dict):
+        return table.get("data") or []
+    return list(table)
+
+
+def example_measurements(matrix_source: str, predictor_source: str):
+    """A filled-in table to try: 30 examples of a known task's row (for demonstration)."""
+    workspace = _workspace(matrix_source, predictor_source)
+    matrix = workspace.matrix
+    row = matrix.values[0]
+    columns = [j for j in range(matrix.shape[1]) if row[j] == row[j]][:: max(1, matrix.shape[1] // 30)][:30]
+    return [[matrix.example_ids[j], round(float(row[j]), 5)] for j in columns]
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="Forgetting explorer") as app:
+        gr.Markdown(
+            "# Forgetting explorer\nWhich upstream examples will fine-tuning on your task make the model forget? "
+            "Measure the forgetting of ~30 upstream examples after fine-tuning (or give a few task inputs for a "
+            "weaker zero-shot estimate) and a low-rank model of a shared forgetting matrix completes the rest."
+        )
+        with gr.Row():
+            matrix_source = gr.Textbox(value="embedded", label="Forgetting matrix: 'embedded', a Hub dataset repo id or a folder")
+            predictor_source = gr.Textbox(value="", label="Predictor: Hub repo id or folder (empty: MF fitted on the matrix)")
+            open_button = gr.Button("Open matrix")
+        with gr.Accordion("The matrix and its low-rank report", open=False):
+            matrix_info = gr.Markdown(elem_id="matrix-info")
+        top_n = gr.Number(value=20, precision=0, label="Top-N most forgotten to list")
+        with gr.Tab("Measured examples (best)"):
+            measurements = gr.Dataframe(
+                headers=["example_id", "value"], datatype=["str", "number"], row_count=5, column_count=2,
+                label="Measured forgetting: example_id, value (increase in mean token NLL)", interactive=True,
+            )
+            measurements_csv = gr.File(label="...or upload a CSV with columns example_id,value", file_types=[".csv"], type="filepath")
+            with gr.Row():
+                fill_button = gr.Button("Fill in an example")
+                predict_button = gr.Button("Predict forgetting", variant="primary")
+        with gr.Tab("Zero-shot from task inputs (weaker)"):
+            task_inputs = gr.Textbox(lines=6, value=EXAMPLE_TASK_INPUTS, label="A few inputs of the new task, one per line")
+            zero_shot_button = gr.Button("Estimate without measurements")
+        summary = gr.Markdown(elem_id="summary")
+        top_table = gr.Dataframe(headers=PREDICTION_HEADERS, label="Most forgotten (predicted)", elem_id="top-table", wrap=True)
+        with gr.Row():
+            histogram = gr.Plot(label="Predicted forgetting, all upstream examples")
+            task_map = gr.Plot(label="The new task among the known tasks")
+        csv_file = gr.File(label="Predicted forgetting of every upstream example (CSV)")
+
+        outputs = [summary, top_table, histogram, task_map, csv_file]
+        sources = [matrix_source, predictor_source]
+        open_button.click(open_matrix, sources, matrix_info, api_name="open_matrix")
+        fill_button.click(example_measurements, sources, measurements, api_name="example_measurements")
+        predict_button.click(predict, [*sources, measurements, measurements_csv, top_n], outputs, api_name="predict")
+        zero_shot_button.click(predict_zero_shot, [*sources, task_inputs, top_n], outputs, api_name="predict_zero_shot")
+        app.load(open_matrix, sources, matrix_info, api_name=False)
+    return app
+
+
+if __name__ == "__main__":
+    build_app().queue(default_concurrency_limit=int(os.environ.get("CONCURRENCY", "8"))).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    )

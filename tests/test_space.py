@@ -1,0 +1,257 @@
+"""The forgetting-explorer Space, served for real and driven through gradio_client and a browser.
+
+Most tests open a synthetic matrix (random low-rank numbers, labelled as such) saved to a folder
+or pushed to the local Hub server; the integration tests use the embedded SmolLM2 demo matrix
+shipped with the Space, the real upstream texts and the real MiniLM encoder."""
+
+import csv
+import importlib.util
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gradio = pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from hf_forgetting import ForgettingMatrix, MFPredictor  # noqa: E402
+
+SPACE_DIR = Path(__file__).resolve().parents[1] / "spaces" / "forgetting-explorer"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def load_space_module():
+    spec = importlib.util.spec_from_file_location("forgetting_explorer_app", SPACE_DIR / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_low_rank_matrix(num_tasks=10, num_examples=120, seed=0):
+    """Synthetic: rank-2 structure plus noise, for checking the Space's numbers, not forgetting."""
+    rng = np.random.default_rng(seed)
+    values = 0.02 + rng.normal(0, 0.05, (num_tasks, 2)) @ rng.normal(0, 1, (2, num_examples))
+    values += rng.normal(0, 0.005, values.shape)
+    return ForgettingMatrix(values, [f"task{i}" for i in range(num_tasks)], [f"ex/{j}" for j in range(num_examples)])
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    module = load_space_module()
+    app = module.build_app().queue(default_concurrency_limit=8)
+    _, url, _ = app.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
+    matrix = synthetic_low_rank_matrix()
+    folder = tmp_path_factory.mktemp("space") / "matrix"
+    matrix.save(folder)
+    yield {"url": url, "client": Client(url, verbose=False), "matrix": matrix, "folder": str(folder)}
+    app.close()
+
+
+EMPTY_TABLE = {"headers": ["example_id", "value"], "data": []}
+
+
+def _reference_row(matrix, ids, values):
+    predictor = MFPredictor(rank=min(5, matrix.shape[0] - 1)).fit(matrix)
+    return predictor.predict(ids, values)
+
+
+def _measured(matrix, task=0, k=30):
+    columns = np.random.default_rng(task).choice(matrix.shape[1], k, replace=False)
+    return [matrix.example_ids[j] for j in columns], matrix.values[task, columns].astype(float)
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row["example_id"] for row in rows], np.array([float(row["predicted"]) for row in rows])
+
+
+# -- endpoints, good input -------------------------------------------------------------------------
+
+
+def test_endpoints_are_named(space):
+    endpoints = set(space["client"].view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/open_matrix", "/example_measurements", "/predict", "/predict_zero_shot"} <= endpoints
+
+
+def test_open_matrix_reports_the_low_rank_structure(space):
+    report = space["client"].predict(space["folder"], "", api_name="/open_matrix")
+    assert "10 tasks x 120 upstream examples" in report and "MFPredictor" in report
+    assert "| rank-2 SVD | 0.9" in report  # synthetic rank-2 + small noise
+
+
+def test_predict_from_a_table_matches_the_predictor(space):
+    matrix, client = space["matrix"], space["client"]
+    ids, values = _measured(matrix)
+    table = {"headers": ["example_id", "value"], "data": [[i, v] for i, v in zip(ids, values)]}
+    summary, top, histogram, task_map, csv_path = client.predict(space["folder"], "", table, None, 7, api_name="/predict")
+    expected = _reference_row(matrix, ids, values)
+    csv_ids, predicted = _read_csv(csv_path)
+    assert csv_ids == matrix.example_ids
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+    assert len(top["data"]) == 7
+    assert [row[1] for row in top["data"]] == [matrix.example_ids[j] for j in np.argsort(-expected, kind="stable")[:7]]
+    assert "from 30 measured examples" in summary
+    assert histogram["type"] == "matplotlib" and task_map["type"] == "matplotlib"
+
+
+def test_predict_from_a_csv_upload(space, tmp_path):
+    matrix, client = space["matrix"], space["client"]
+    ids, values = _measured(matrix, task=3)
+    path = tmp_path / "measured.csv"
+    path.write_text("example_id,value\n" + "".join(f"{i},{v}\n" for i, v in zip(ids, values)))
+    *_, csv_path = client.predict(space["folder"], "", EMPTY_TABLE, handle_file(str(path)), 5, api_name="/predict")
+    np.testing.assert_allclose(_read_csv(csv_path)[1], _reference_row(matrix, ids, values), rtol=1e-5, atol=1e-6)
+
+
+def test_matrix_and_predictor_from_hub_repo_ids(space, hub):
+    matrix, client = space["matrix"], space["client"]
+    matrix.push_to_hub("alice/space-matrix", token="hf_alice_token")
+    MFPredictor(rank=2).fit(matrix).push_to_hub("alice/space-mf", token="hf_alice_token")
+    ids, values = _measured(matrix, task=5)
+    table = {"headers": ["example_id", "value"], "data": [[i, v] for i, v in zip(ids, values)]}
+    summary, *_, csv_path = client.predict("alice/space-matrix", "alice/space-mf", table, None, 5, api_name="/predict")
+    expected = MFPredictor(rank=2).fit(matrix).predict(ids, values)
+    np.testing.assert_allclose(_read_csv(csv_path)[1], expected, rtol=1e-5, atol=1e-6)
+    assert "MFPredictor from 30 measured examples" in summary
+
+
+# -- endpoints, bad input: readable errors, and the server keeps serving -------------------------
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([["ex/1", "0.1"]] * 1, "Measure at least 5 upstream examples"),
+        ([["ex/1", "high"], ["ex/2", 0.1]], "value 'high' is not a number"),
+        ([["nope/1", 0.1], ["ex/2", 0.1]], "not in this matrix, e.g. ['nope/1']"),
+        ([["ex/1", 0.1], ["ex/1", 0.2]], "measured twice"),
+        ([["ex/1", "nan"]], "must be a finite number"),
+    ],
+)
+def test_bad_measurements_are_explained(space, rows, message):
+    table = {"headers": ["example_id", "value"], "data": rows}
+    with pytest.raises(Exception) as error:
+        space["client"].predict(space["folder"], "", table, None, 5, api_name="/predict")
+    assert message in str(error.value)
+
+
+def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(space, tmp_path, hub):
+    client = space["client"]
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id,forgetting\nex/1,0.1\n")
+    cases = [
+        ((space["folder"], "", EMPTY_TABLE, handle_file(str(wrong)), 5), "needs the columns example_id and value"),
+        (("alice/no-such-matrix", "", EMPTY_TABLE, None, 5), "Could not load the matrix 'alice/no-such-matrix' from the Hub"),
+        (("/no/such/folder", "", EMPTY_TABLE, None, 5), "neither a saved matrix folder nor a Hub repo id"),
+        ((space["folder"], "alice/no-such-predictor", EMPTY_TABLE, None, 5), "Could not load the predictor"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(Exception) as error:
+            client.predict(*arguments, api_name="/predict")
+        assert message in str(error.value)
+    assert "10 tasks" in client.predict(space["folder"], "", api_name="/open_matrix")
+
+
+def test_unreachable_hub_is_explained(space, monkeypatch):
+    import huggingface_hub.constants
+
+    closed_port = _free_port()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    with pytest.raises(Exception) as error:
+        space["client"].predict("alice/anything", "", api_name="/open_matrix")
+    assert "Could not load the matrix 'alice/anything' from the Hub" in str(error.value)
+
+
+def test_twenty_concurrent_queries_are_answered_correctly(space):
+    matrix, url = space["matrix"], space["url"]
+    requests = [_measured(matrix, task=i % matrix.shape[0]) for i in range(20)]
+
+    def query(request):
+        ids, values = request
+        table = {"headers": ["example_id", "value"], "data": [[i, v] for i, v in zip(ids, values)]}
+        started = time.perf_counter()
+        *_, csv_path = Client(url, verbose=False).predict(space["folder"], "", table, None, 5, api_name="/predict")
+        return _read_csv(csv_path)[1], time.perf_counter() - started
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(query, requests))
+    for (ids, values), (predicted, _) in zip(requests, answers):
+        np.testing.assert_allclose(predicted, _reference_row(matrix, ids, values), rtol=1e-5, atol=1e-6)
+    latencies = sorted(seconds for _, seconds in answers)
+    print(f"20 concurrent /predict: p50 {np.percentile(latencies, 50):.2f} s, p95 {np.percentile(latencies, 95):.2f} s")
+
+
+def test_table_from_the_ui_with_blank_rows(space):
+    """The UI hands over a DataFrame whose untouched rows are empty strings or NaN."""
+    import pandas as pd
+
+    module = load_space_module()
+    ids, values = _measured(space["matrix"], k=6)
+    frame = pd.DataFrame({"example_id": [*ids, "", None], "value": [*values, np.nan, np.nan]})
+    workspace = module.WORKSPACES.get(space["folder"], "")
+    parsed_ids, parsed_values = module.explorer.parse_measurements(module._table_rows(frame), workspace)
+    assert parsed_ids == ids and np.allclose(parsed_values, values)
+    with pytest.raises(module.ExplorerInputError, match="needs the columns example_id and value"):
+        module._table_rows(pd.DataFrame({"id": ids, "v": values}))
+
+
+# -- the embedded default: real texts, real encoder, real browser ---------------------------------
+
+
+@pytest.mark.integration
+def test_embedded_default_shows_texts_and_zero_shot_estimate(space):
+    client = space["client"]
+    table = client.predict("embedded", "", api_name="/example_measurements")
+    assert len(table["data"]) == 30
+    summary, top, *_ = client.predict("embedded", "", table, None, 5, api_name="/predict")
+    assert all(len(row[3]) > 20 for row in top["data"]), "upstream texts are shown"
+    summary, top, *_ = client.predict(
+        "embedded", "", "Who wrote Emma?\nWhat is the capital of France?", 5, api_name="/predict_zero_shot"
+    )
+    assert "zero-shot" in summary and "Most similar known tasks" in summary
+    with pytest.raises(Exception) as error:
+        client.predict("embedded", "", "  \n ", 5, api_name="/predict_zero_shot")
+    assert "Give a few example inputs" in str(error.value)
+
+
+@pytest.mark.integration
+def test_in_a_real_browser(space, tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(space["url"])
+        page.get_by_text("The matrix and its low-rank report").click()
+        page.locator("#matrix-info").get_by_text("12 tasks x 200 upstream examples").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Fill in an example").click()
+        page.get_by_text("austen/mansfieldpark/1103").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Predict forgetting").click()
+        page.locator("#summary").get_by_text("predicted forgotten").wait_for(timeout=60_000)
+        first_row = page.locator('#top-table [role="row"][data-index="0"] [role="gridcell"]')
+        cells = [text.strip() for text in first_row.all_inner_texts()]
+        screenshot = tmp_path / "forgetting-explorer.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    assert cells[0] == "1" and cells[1].count("/") >= 2, f"rank 1 and an example id in the first row: {cells}"
+    assert float(cells[2]) > 0 and len(cells[3]) > 20, f"a positive prediction and the example's text: {cells}"
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("SPACE_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["SPACE_SCREENSHOT"])
