@@ -29,6 +29,8 @@ class TrainArguments:
     task: str = field(default=None, metadata={"help": "Task to fine-tune on: embedded name, local file or Hub id."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Training examples (seeded subset)."})
     task_seed: int = field(default=0, metadata={"help": "Seed of the training subset."})
+    task_prompt_field: str | None = field(default=None, metadata={"help": "Task column to train on as the prompt."})
+    task_completion_field: str | None = field(default=None, metadata={"help": "Task column to train on as the completion."})
     upstream_dataset: str = field(default="embedded", metadata={"help": "Upstream examples to replay from."})
     num_upstream_examples: int | None = field(default=200, metadata={"help": "Size of the upstream pool (seeded subset)."})
     upstream_seed: int = field(default=0, metadata={"help": "Seed of the upstream subset."})
@@ -240,7 +242,10 @@ def _train(argv: list[str]) -> int:
     if args.known:
         known = _read_csv_column(args.known, "example_id", "value")
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path or EMBEDDED_MODEL)
-    train_dataset = load_task(args.task, args.max_train_examples, args.task_seed).remove_columns(["example_id"])
+    train_dataset = load_task(
+        args.task, args.max_train_examples, args.task_seed,
+        prompt_field=args.task_prompt_field, completion_field=args.task_completion_field,
+    ).remove_columns(["example_id"])
     trainer = ReplayTrainer(
         model=model, args=replay_args, train_dataset=train_dataset, processing_class=tokenizer,
         peft_config=get_peft_config(model_args), replay_dataset=upstream, replay_scores=scores,

@@ -4,8 +4,13 @@ For each task a fresh copy of the base model is fine-tuned with TRL's ``SFTTrain
 fine-tuning, or LoRA through ``peft_config``), the upstream examples are scored before (once) and
 after, and the task's row is written atomically to ``<output_dir>/rows/``. Running again with the
 same configuration skips every finished row, so a killed run loses at most the task in progress;
-running with a different configuration into the same folder is refused. At the end the rows are
-assembled into ``<output_dir>/matrix/`` with a sorted heatmap and a summary.
+running with a different configuration into the same folder is refused. Once every task's row is
+there, the rows are assembled into ``<output_dir>/matrix/`` with a sorted heatmap and a summary.
+
+Scale-out: a job collects a subset of the tasks (``task_indices="3,7-9"`` or ``array_index`` of
+``array_size``) into a shared ``output_dir`` (the job that finds every row present writes the
+matrix; any later run without a subset merges too), and/or pushes its rows to a Hub dataset repo
+(``push_rows_to_hub``), where each job's rows are one contribution and ``from_hub`` merges them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -69,6 +75,24 @@ class CollectArguments:
     score_max_length: int | None = field(default=128, metadata={"help": "Upstream examples are scored on at most this many tokens."})
     score_batch_size: int = field(default=16, metadata={"help": "Examples per forward pass when scoring."})
     em_max_new_tokens: int = field(default=32, metadata={"help": "Generation length for the 'em_drop' metric."})
+    task_prompt_field: str | None = field(
+        default=None, metadata={"help": "Column of Hub task datasets to train on as the prompt (e.g. 'instruction')."}
+    )
+    task_completion_field: str | None = field(
+        default=None, metadata={"help": "Column of Hub task datasets to train on as the completion (e.g. 'response')."}
+    )
+    # Scale-out: which of `tasks` this job collects, and where its rows go. Not part of the settings
+    # fingerprint, so that jobs with different subsets share one output_dir.
+    task_indices: str | None = field(
+        default=None, metadata={"help": "Collect only these tasks: 0-based indices into `tasks`, e.g. '3,7-9'."}
+    )
+    array_index: int | None = field(
+        default=None, metadata={"help": "Job index in a job array (e.g. $SLURM_ARRAY_TASK_ID): tasks[index::array_size]."}
+    )
+    array_size: int | None = field(default=None, metadata={"help": "Number of jobs in the array."})
+    push_rows_to_hub: str | None = field(
+        default=None, metadata={"help": "Also push this job's rows to a Hub dataset repo (user/name), as one contribution."}
+    )
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -83,6 +107,38 @@ class CollectArguments:
                 raise ValueError(f"{name} must be positive or None; got {value}")
         if self.score_batch_size < 1:
             raise ValueError(f"score_batch_size must be positive; got {self.score_batch_size}")
+        if self.task_indices is not None and self.array_index is not None:
+            raise ValueError("Give task_indices or array_index, not both")
+        if (self.array_index is None) != (self.array_size is None):
+            raise ValueError("array_index and array_size go together")
+        if self.array_size is not None and not 0 <= self.array_index < self.array_size:
+            raise ValueError(f"array_index must be in 0..array_size-1; got {self.array_index} of {self.array_size}")
+        self.selected_tasks()  # validates task_indices
+
+    def selected_tasks(self) -> list[str]:
+        """The tasks this job collects (all of them unless a subset is chosen)."""
+        if self.task_indices is not None:
+            return [self.tasks[i] for i in parse_index_ranges(self.task_indices, len(self.tasks))]
+        if self.array_index is not None:
+            return self.tasks[self.array_index :: self.array_size]
+        return list(self.tasks)
+
+
+SCALE_OUT_FIELDS = ("task_indices", "array_index", "array_size", "push_rows_to_hub")
+
+
+def parse_index_ranges(text: str, count: int) -> list[int]:
+    """``"3,7-9"`` -> ``[3, 7, 8, 9]``: sorted, unique, each in ``0..count-1``."""
+    indices = set()
+    for part in str(text).replace(" ", "").split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise ValueError(f"task_indices {text!r}: {part!r} is not an index or a range like '7-9'")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if first > last or last >= count:
+            raise ValueError(f"task_indices {text!r}: {part!r} is outside 0..{count - 1}")
+        indices.update(range(first, last + 1))
+    return sorted(indices)
 
 
 # Training settings that change what a row means; a resumed run must match them exactly.
@@ -99,12 +155,39 @@ FINGERPRINT_MODEL_FIELDS = (
 
 def run_settings(args: CollectArguments, training_args, model_args) -> dict:
     """Everything that determines the matrix's values, as JSON-able provenance."""
+    collect = {key: value for key, value in dataclasses.asdict(args).items() if key not in SCALE_OUT_FIELDS}
     return {
-        "collect": dataclasses.asdict(args),
+        "collect": collect,
         "training": {name: _jsonable(getattr(training_args, name, None)) for name in FINGERPRINT_TRAINING_FIELDS},
         "model": {name: _jsonable(getattr(model_args, name, None)) for name in FINGERPRINT_MODEL_FIELDS},
         "world_size": PartialState().num_processes,
     }
+
+
+def _check_process_group(state: PartialState) -> None:
+    """Refuse to run when a launcher started several processes that did not form one group: each
+    would silently collect every row by itself (accelerate's MULTI_CPU without mpirun, or torchrun
+    on a machine without GPUs when the recipe does not set use_cpu)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and state.num_processes != launched:
+        raise ValueError(
+            f"{launched} processes were launched but they run as {state.num_processes} independent one(s). "
+            "On CPU set `use_cpu: true` in the recipe (or --use_cpu true) with "
+            "recipes/accelerate_configs/cpu_2proc.yaml; on GPUs check that CUDA is visible."
+        )
+
+
+def settings_fingerprint(settings: dict) -> dict:
+    """What must match for two runs' rows to be comparable: the settings, with the batch layout
+    reduced to the effective batch (2 processes x 4 rows trains like 1 process x 8 rows)."""
+    fingerprint = json.loads(json.dumps(settings))
+    training = fingerprint.get("training", {})
+    per_device = training.pop("per_device_train_batch_size", None) or 1
+    accumulation = training.pop("gradient_accumulation_steps", None) or 1
+    training["effective_batch_size"] = per_device * accumulation * (fingerprint.pop("world_size", None) or 1)
+    for key in ("task_prompt_field", "task_completion_field"):
+        fingerprint.get("collect", {}).setdefault(key, None)  # settings written before these fields existed
+    return fingerprint
 
 
 def _jsonable(value):
@@ -125,6 +208,7 @@ class Collector:
         self.output_dir = Path(training_args.output_dir)
         self.rows_dir = self.output_dir / "rows"
         self.state = PartialState()
+        _check_process_group(self.state)
         if model_args.model_name_or_path is None:
             model_args.model_name_or_path = EMBEDDED_MODEL
         with self.state.main_process_first():  # downloads and conversions happen once, on the main process
@@ -144,19 +228,39 @@ class Collector:
     # -- the run --------------------------------------------------------------------------------
 
     def run(self) -> ForgettingMatrix:
+        """Collect the selected tasks' missing rows; returns the whole matrix once every row is
+        there (and writes it), else the matrix of this job's rows."""
         self._claim_output_dir()
-        before = self._base_scores()
-        pending = [task for task in self.args.tasks if self._read_row(task) is None]
-        done = len(self.args.tasks) - len(pending)
+        selected = self.args.selected_tasks()
+        pending = [task for task in selected if self._read_row(task) is None]
+        done = len(selected) - len(pending)
         if done and self.state.is_main_process:
-            print(f"Resuming: {done} of {len(self.args.tasks)} task rows already in {self.rows_dir}")
-        for task in tqdm(pending, desc="tasks", disable=not self.state.is_main_process):
-            self._collect_row(task, before)
-        matrix = self._assemble()
+            print(f"Resuming: {done} of {len(selected)} task rows already in {self.rows_dir}")
+        if pending:
+            before = self._base_scores()
+            for task in tqdm(pending, desc="tasks", disable=not self.state.is_main_process):
+                self._collect_row(task, before)
+        if self.args.push_rows_to_hub and self.state.is_main_process:
+            self._push_rows(selected)
+        self.state.wait_for_everyone()
+        missing = [task for task in self.args.tasks if self._read_row(task) is None]
+        if missing:
+            if self.state.is_main_process:
+                print(
+                    f"{len(self.args.tasks) - len(missing)} of {len(self.args.tasks)} task rows are in {self.rows_dir}; "
+                    "the matrix is written when every job has finished (or run again without a task subset to merge)"
+                )
+            return self._assemble(selected)
+        matrix = self._assemble(self.args.tasks)
         if self.state.is_main_process:
             self._write_outputs(matrix)
         self.state.wait_for_everyone()
         return matrix
+
+    def _push_rows(self, tasks: list[str]) -> None:
+        commit = self._assemble(tasks).push_to_hub(self.args.push_rows_to_hub)
+        if commit is not None:
+            print(f"Pushed {len(tasks)} task row(s) to {self.args.push_rows_to_hub}: {commit.commit_url}")
 
     def _claim_output_dir(self) -> None:
         """Write ``run.json`` on a new run; on a resumed run, refuse if any setting changed."""
@@ -166,8 +270,7 @@ class Collector:
                 previous = json.loads(path.read_text())
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: not valid JSON ({error}); delete it to start over") from None
-            current = json.loads(json.dumps(self.settings))
-            changed = _differences(previous, current)
+            changed = _differences(settings_fingerprint(previous), settings_fingerprint(self.settings))
             if changed:
                 raise ValueError(
                     f"{self.output_dir} holds rows collected with other settings ({'; '.join(changed[:5])}). "
@@ -227,7 +330,10 @@ class Collector:
         from trl import SFTTrainer, get_peft_config
 
         started = time.time()
-        train_dataset = load_task(task, self.args.max_train_examples, self.args.task_seed, self.args.task_split)
+        train_dataset = load_task(
+            task, self.args.max_train_examples, self.args.task_seed, self.args.task_split,
+            prompt_field=self.args.task_prompt_field, completion_field=self.args.task_completion_field,
+        )
         train_dataset = train_dataset.remove_columns([c for c in ("example_id", "source") if c in train_dataset.column_names])
         model, tokenizer = self._load_model()
         run_dir = self.output_dir / "runs" / task_filename(task).removesuffix(".parquet")
@@ -286,9 +392,9 @@ class Collector:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def _assemble(self) -> ForgettingMatrix:
+    def _assemble(self, tasks: list[str]) -> ForgettingMatrix:
         rows, provenance = [], {}
-        for task in self.args.tasks:
+        for task in tasks:
             row = self._read_row(task)
             if row is None:
                 raise RuntimeError(f"Row for task {task!r} is missing after collection")
@@ -302,7 +408,8 @@ class Collector:
             "rows": provenance,
             "library": "hf_forgetting",
         }
-        return ForgettingMatrix(np.stack(rows), self.args.tasks, self.example_ids, self.args.metric, metadata)
+        values = np.stack(rows) if rows else np.zeros((0, len(self.example_ids)), np.float32)  # a job with no tasks
+        return ForgettingMatrix(values, tasks, self.example_ids, self.args.metric, metadata)
 
     def _write_outputs(self, matrix: ForgettingMatrix) -> None:
         matrix_dir = matrix.save(self.output_dir / "matrix")

@@ -92,7 +92,10 @@ def texts_for_matrix(matrix: ForgettingMatrix, examples_per_task: int = 32) -> t
     example_texts = {row["example_id"]: _example_text(row) for row in load_matrix_upstream(matrix)}
     task_texts = {}
     for task in matrix.task_ids:
-        dataset = load_task(task, max_examples=None, seed=settings["task_seed"], split=settings["task_split"])
+        dataset = load_task(
+            task, max_examples=None, seed=settings["task_seed"], split=settings["task_split"],
+            prompt_field=settings.get("task_prompt_field"), completion_field=settings.get("task_completion_field"),
+        )
         dataset = dataset.select(range(min(examples_per_task, len(dataset))))
         task_texts[task] = [_example_text(row) for row in dataset]
     return example_texts, task_texts

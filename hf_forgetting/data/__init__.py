@@ -2,7 +2,9 @@
 
 A name is one of the embedded offline sources (see :mod:`hf_forgetting.data.embedded`), a local
 file (``.jsonl``, ``.json``, ``.parquet``, ``.csv``) or folder (``Dataset.save_to_disk`` output, or
-data files), or a Hub dataset id (``org/name``, optionally ``org/name:config``).
+data files), or a Hub dataset id (``org/name``, optionally ``org/name:config``). A task name may end
+in ``@column=value`` to keep only the rows whose ``column`` equals ``value`` (one category of a
+mixture, e.g. ``databricks/databricks-dolly-15k@category=open_qa``).
 
 Every dataset has an ``example_id`` column plus one of the formats TRL's ``SFTTrainer`` trains on:
 ``text`` (raw text: every token but the first is scored), ``prompt``/``completion`` (the completion
@@ -62,12 +64,19 @@ def load_task(
     seed: int = 0,
     split: str = "train",
     id_field: str | None = None,
+    prompt_field: str | None = None,
+    completion_field: str | None = None,
 ) -> Dataset:
-    """Load a fine-tuning task by embedded name (see ``EMBEDDED_TASKS``) or Hub dataset id."""
+    """Load a fine-tuning task by embedded name (see ``EMBEDDED_TASKS``), local file or Hub dataset id,
+    optionally filtered (``name@column=value``); ``prompt_field`` / ``completion_field`` name the
+    columns to train on when the dataset has no ``prompt``/``completion``, ``messages`` or ``text``."""
     if name in TASK_SOURCES:
         dataset = Dataset.from_list(TASK_SOURCES[name]())
     elif "/" in name or Path(name).exists():
-        dataset = _with_ids(_load_external(name, split), name, split, id_field)
+        source, column, value = _split_filter(name)
+        dataset = _with_ids(_filtered(_load_external(source, split), column, value, name), name, split, id_field)
+        if (prompt_field or completion_field) and not _has_format(dataset):
+            dataset = _renamed_to_prompt_completion(dataset, prompt_field, completion_field, name)
         _check_format(dataset, name)
     else:
         raise ValueError(
@@ -75,6 +84,37 @@ def load_task(
         )
     _check_unique_ids(dataset, name)
     return subsample(dataset, max_examples, seed)
+
+
+def _split_filter(name: str) -> tuple[str, str | None, str | None]:
+    """``"org/name:config@column=value"`` -> ``("org/name:config", "column", "value")``."""
+    source, at, condition = name.partition("@")
+    if not at:
+        return name, None, None
+    column, equals, value = condition.partition("=")
+    if not equals or not column:
+        raise ValueError(f"Task {name!r}: a filter is written '@column=value'")
+    return source, column, value
+
+
+def _filtered(dataset: Dataset, column: str | None, value: str | None, name: str) -> Dataset:
+    if column is None:
+        return dataset
+    if column not in dataset.column_names:
+        raise ValueError(f"Task {name!r}: no column {column!r} to filter on; columns: {dataset.column_names}")
+    filtered = dataset.filter(lambda row: str(row[column]) == value)
+    if len(filtered) == 0:
+        raise ValueError(f"Task {name!r}: no row has {column} == {value!r}")
+    return filtered
+
+
+def _renamed_to_prompt_completion(dataset: Dataset, prompt_field, completion_field, name: str) -> Dataset:
+    missing = [f for f in (prompt_field, completion_field) if f is None or f not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Task {name!r}: prompt/completion fields {missing} not among {dataset.column_names}")
+    keep = {"example_id", prompt_field, completion_field}
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
+    return dataset.rename_columns({prompt_field: "prompt", completion_field: "completion"})
 
 
 DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -103,12 +143,17 @@ def _with_ids(dataset: Dataset, name: str, split: str, id_field: str | None) -> 
         return dataset.map(lambda row: {"example_id": str(row[id_field])})
     if "example_id" in dataset.column_names:
         return dataset
-    label = Path(name).name if Path(name).exists() else name  # ids must not depend on where a file lies
+    source, at, condition = name.partition("@")
+    label = (Path(source).name if Path(source).exists() else source) + at + condition  # not where a file lies
     return dataset.map(lambda _, index: {"example_id": f"{label}/{split}/{index}"}, with_indices=True)
 
 
+def _has_format(dataset: Dataset) -> bool:
+    return any(columns <= set(dataset.column_names) for columns in EXAMPLE_FORMATS)
+
+
 def _check_format(dataset: Dataset, name: str) -> None:
-    if not any(columns <= set(dataset.column_names) for columns in EXAMPLE_FORMATS):
+    if not _has_format(dataset):
         raise ValueError(
             f"Dataset {name!r} needs a 'text' column, 'prompt' + 'completion', or 'messages'; "
             f"it has {dataset.column_names}"

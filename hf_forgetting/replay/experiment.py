@@ -95,7 +95,10 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
             known = rng.choice(len(truth), size=args.known_entries, replace=False)
             predictor = PREDICTORS[args.predictor]().fit(train)
             scores = predictor.predict([matrix.example_ids[j] for j in known], truth[known])
-        task_data = load_task(task, None, settings["task_seed"], settings["task_split"])
+        task_data = load_task(
+            task, None, settings["task_seed"], settings["task_split"],
+            prompt_field=settings.get("task_prompt_field"), completion_field=settings.get("task_completion_field"),
+        )
         n_train = settings["max_train_examples"] or len(task_data)
         train_data = task_data.select(range(min(n_train, len(task_data))))
         eval_data = task_data.select(range(len(train_data), min(len(task_data), len(train_data) + args.task_eval_examples)))
