@@ -19,7 +19,6 @@ concurrent push is detected instead of silently merged.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -44,6 +43,7 @@ from .matrix import (
     ForgettingMatrixError,
     example_ids_sha256,
 )
+from .sources import sha256_of
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -168,7 +168,7 @@ class RepoReader:
         local = Path(hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.commit, token=self.token))
         if sibling.size is not None and local.stat().st_size != sibling.size:
             raise self.error(path, f"downloaded {local.stat().st_size:,} bytes but the repo lists {sibling.size:,}")
-        if sibling.lfs is not None and _sha256(local) != sibling.lfs.sha256:
+        if sibling.lfs is not None and sha256_of(local) != sibling.lfs.sha256:
             raise self.error(path, "content does not match its LFS sha256")
         return local
 
@@ -199,14 +199,6 @@ class RepoReader:
             return parquet.read()
         except (pa.ArrowException, OSError) as error:
             raise self.error(path, f"cannot be read ({error})") from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- matrices: loading ---------------------------------------------------------------------------
@@ -431,7 +423,7 @@ def _write_row_file(matrix: ForgettingMatrix, rows: list[int], contributor: str,
     pq.write_table(table, staging)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in contributor)
-    return staging.rename(folder / f"{stamp}-{safe_name}-{_sha256(staging)[:10]}.parquet")
+    return staging.rename(folder / f"{stamp}-{safe_name}-{sha256_of(staging)[:10]}.parquet")
 
 
 def _row_provenance(provenance: dict | None) -> dict:

@@ -236,6 +236,19 @@ def _parquet_bytes(table):
     return sink.getvalue().to_pybytes()
 
 
+def _row_table(task_id, values, ids_sha256):
+    """A contribution file as a hand-made (here: hostile) upload would write it."""
+    return pa.table(
+        {
+            "task_id": [task_id],
+            "forgetting": pa.array([np.asarray(values, np.float32)], pa.list_(pa.float32())),
+            "contributor": ["mallory"],
+            "provenance": ["{}"],
+            "example_ids_sha256": [ids_sha256],
+        }
+    )
+
+
 def _download(repo_id, path):
     from huggingface_hub import hf_hub_download
 
@@ -259,15 +272,7 @@ def test_repo_with_a_pickle_file_is_refused(hub, pushed):
 
 def test_rows_of_the_wrong_length_are_refused(hub, pushed):
     repo_id, matrix = pushed
-    table = pa.table(
-        {
-            "task_id": ["mbpp"],
-            "forgetting": pa.array([np.zeros(39, np.float32)], pa.list_(pa.float32())),
-            "contributor": ["mallory"],
-            "provenance": ["{}"],
-            "example_ids_sha256": [example_ids_sha256(matrix.example_ids)],
-        }
-    )
+    table = _row_table("mbpp", np.zeros(39, np.float32), example_ids_sha256(matrix.example_ids))
     hub.put_file("dataset", repo_id, "rows/short.parquet", _parquet_bytes(table))
     with pytest.raises(HubRepoError, match="rows/short.parquet: task 'mbpp' has 39 values; expected 40"):
         ForgettingMatrix.from_hub(repo_id)
@@ -275,16 +280,7 @@ def test_rows_of_the_wrong_length_are_refused(hub, pushed):
 
 def test_rows_over_another_example_list_are_refused(hub, pushed):
     repo_id, _ = pushed
-    table = pa.table(
-        {
-            "task_id": ["mbpp"],
-            "forgetting": pa.array([np.zeros(40, np.float32)], pa.list_(pa.float32())),
-            "contributor": ["mallory"],
-            "provenance": ["{}"],
-            "example_ids_sha256": ["0" * 64],
-        }
-    )
-    hub.put_file("dataset", repo_id, "rows/other.parquet", _parquet_bytes(table))
+    hub.put_file("dataset", repo_id, "rows/other.parquet", _parquet_bytes(_row_table("mbpp", np.zeros(40), "0" * 64)))
     with pytest.raises(HubRepoError, match="rows/other.parquet: task 'mbpp' was collected on a different example-id list"):
         ForgettingMatrix.from_hub(repo_id)
 
