@@ -220,7 +220,10 @@ def load_matrix(
     """
     if on_duplicate not in ("error", "first"):
         raise ValueError(f"on_duplicate must be 'error' or 'first'; got {on_duplicate!r}")
-    reader = RepoReader(repo_id, revision, token, limits or DownloadLimits())
+    return _read_matrix(RepoReader(repo_id, revision, token, limits or DownloadLimits()), on_duplicate)
+
+
+def _read_matrix(reader: RepoReader, on_duplicate: str = "error") -> ForgettingMatrix:
     header = _read_hub_header(reader)
     example_ids = _read_example_ids(reader, header)
     task_ids, rows, provenance, sources = [], [], {}, {}
@@ -235,7 +238,7 @@ def load_matrix(
             rows.append(row)
             provenance[task_id] = {**row_provenance, "contributor": contributor, "source_file": path}
     values = np.stack(rows) if rows else np.zeros((0, len(example_ids)), np.float32)
-    metadata = {**header["metadata"], "rows": provenance, "hub": {"repo_id": repo_id, "revision": reader.commit}}
+    metadata = {**header["metadata"], "rows": provenance, "hub": {"repo_id": reader.repo_id, "revision": reader.commit}}
     try:
         return ForgettingMatrix(values, task_ids, example_ids, header["metric"], metadata)
     except ForgettingMatrixError as error:
@@ -346,12 +349,8 @@ def _whoami(api) -> str:
 
 def _current_matrix(repo_id: str, branch: str | None, token: str | None) -> tuple[str, ForgettingMatrix | None]:
     """The branch head and the matrix it holds (None for a repo without one)."""
-    api = _api(token)
-    info = api.dataset_info(repo_id, revision=branch)
-    names = {sibling.rfilename for sibling in info.siblings or []}
-    if META_FILE not in names:
-        return info.sha, None
-    return info.sha, load_matrix(repo_id, revision=info.sha, token=token)
+    reader = RepoReader(repo_id, branch, token, DownloadLimits())
+    return reader.commit, (_read_matrix(reader) if META_FILE in reader.files else None)
 
 
 def _new_rows(matrix: ForgettingMatrix, existing: ForgettingMatrix | None, repo_id: str) -> list[int] | None:
@@ -459,10 +458,7 @@ def _commit_once(api, repo_id, operations, message, head, branch, row_file) -> C
         if not _is_transient(error):
             raise
         logger.warning("Push to %s failed (%s); checking whether it landed", repo_id, error)
-    landed = _find_commit_with(api, repo_id, branch, head, row_file)
-    if landed is not None:
-        return landed
-    return None
+    return _find_commit_with(api, repo_id, branch, head, row_file)
 
 
 def _find_commit_with(api, repo_id, branch, parent, row_file):

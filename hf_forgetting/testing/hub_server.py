@@ -51,13 +51,12 @@ class StoredFile:
     sha256: str
     size: int
     lfs: bool
+    git_oid: str = ""  # git blob id of the content (regular files)
 
     @property
     def oid(self) -> str:
         """The git blob id: of the content for regular files, of the LFS pointer for LFS files."""
         return git_blob_oid(lfs_pointer(self.sha256, self.size)) if self.lfs else self.git_oid
-
-    git_oid: str = ""
 
 
 @dataclass
