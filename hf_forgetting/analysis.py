@@ -1,73 +1,19 @@
-"""How low-rank is a forgetting matrix? R^2 of truncated SVD fits and of simpler models.
-
-R^2 of a fit F of Z is ``1 - MSE(Z, F) / Var(Z)`` over the observed entries (PAPER.md section 2).
-With missing entries, the rank-k fit is found by hard impute (EM): fill the gaps with the current
-fit, take the rank-k SVD, repeat until the fit on observed entries stops improving.
-"""
+"""How low-rank is a forgetting matrix? R^2 of truncated SVD fits and of simpler models (the fits
+themselves are in :mod:`hf_forgetting.fits`)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from .files import atomic_write_text
+from .fits import additive_fit, low_rank_fit, r_squared
 from .matrix import ForgettingMatrix
+from .plots import plot_components, plot_heatmap, plot_r2_by_rank, plot_spectrum
 
-__all__ = ["additive_fit", "low_rank_fit", "low_rank_report", "r_squared"]
-
-
-def r_squared(values: np.ndarray, fit: np.ndarray) -> float:
-    """``1 - MSE / Var`` on the observed (non-NaN) entries of ``values``."""
-    observed = ~np.isnan(values)
-    truth = values[observed].astype(np.float64)
-    variance = truth.var()
-    if variance == 0:
-        return float("nan")
-    return float(1.0 - np.mean((truth - fit[observed]) ** 2) / variance)
-
-
-def additive_fit(values: np.ndarray, iterations: int = 50, tol: float = 1e-10) -> tuple[float, np.ndarray, np.ndarray]:
-    """``(mu, row_effects, column_effects)`` of ``Z ~ mu + a_i + b_j`` by least squares on observed entries
-    (alternating updates; exact in one pass when nothing is missing)."""
-    values = values.astype(np.float64)
-    observed = ~np.isnan(values)
-    filled = np.where(observed, values, 0.0)
-    counts_rows = np.maximum(observed.sum(1), 1)
-    counts_cols = np.maximum(observed.sum(0), 1)
-    mu = filled.sum() / max(observed.sum(), 1)
-    rows, cols = np.zeros(values.shape[0]), np.zeros(values.shape[1])
-    previous = np.inf
-    for _ in range(iterations):
-        rows = (np.where(observed, filled - mu - cols[None, :], 0.0)).sum(1) / counts_rows
-        cols = (np.where(observed, filled - mu - rows[:, None], 0.0)).sum(0) / counts_cols
-        residual = np.where(observed, filled - mu - rows[:, None] - cols[None, :], 0.0)
-        loss = float((residual**2).sum())
-        if previous - loss < tol:
-            break
-        previous = loss
-    return float(mu), rows, cols
-
-
-def low_rank_fit(values: np.ndarray, rank: int, iterations: int = 200, tol: float = 1e-8) -> np.ndarray:
-    """The rank-``rank`` truncated-SVD fit of ``values``; missing entries are imputed iteratively."""
-    values = values.astype(np.float64)
-    observed = ~np.isnan(values)
-    if observed.all():
-        return _truncated_svd(values, rank)
-    mu, rows, cols = additive_fit(values)
-    filled = np.where(observed, values, mu + rows[:, None] + cols[None, :])
-    previous = np.inf
-    for _ in range(iterations):
-        fit = _truncated_svd(filled, rank)
-        loss = float(np.mean((values[observed] - fit[observed]) ** 2))
-        filled = np.where(observed, values, fit)
-        if previous - loss < tol * max(previous, 1e-12):
-            break
-        previous = loss
-    return fit
-
-
-def _truncated_svd(values: np.ndarray, rank: int) -> np.ndarray:
-    u, s, vt = np.linalg.svd(values, full_matrices=False)
-    return (u[:, :rank] * s[:rank]) @ vt[:rank]
+__all__ = ["additive_fit", "low_rank_fit", "low_rank_report", "r_squared", "report_markdown", "write_low_rank_report"]
 
 
 def low_rank_report(matrix: ForgettingMatrix, max_rank: int = 9, top: int = 5) -> dict:
@@ -102,6 +48,7 @@ def low_rank_report(matrix: ForgettingMatrix, max_rank: int = 9, top: int = 5) -
             {
                 "component": k + 1,
                 "energy": float(energy[k]),
+                "task_loadings": [float(x) for x in task_loadings],
                 "top_tasks": [matrix.task_ids[i] for i in np.argsort(-task_loadings)[:top]],
                 "bottom_tasks": [matrix.task_ids[i] for i in np.argsort(task_loadings)[:top]],
                 "top_examples": [matrix.example_ids[j] for j in np.argsort(-example_loadings)[:top]],
@@ -157,12 +104,6 @@ def report_markdown(report: dict, matrix: ForgettingMatrix) -> str:
 
 def write_low_rank_report(matrix: ForgettingMatrix, output_dir, max_rank: int = 9) -> dict:
     """Write ``report.json``, ``report.md`` and the plots (R^2 by rank, spectrum, heatmap, components)."""
-    import json
-    from pathlib import Path
-
-    from .files import atomic_write_text
-    from .plots import plot_components, plot_heatmap, plot_r2_by_rank, plot_spectrum
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = low_rank_report(matrix, max_rank=max_rank)

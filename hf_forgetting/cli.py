@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from .data.arguments import TaskArguments, UpstreamArguments
+
 STAGES = {
+    "demo": "the embedded default end to end: collect a 12 x 200 matrix, analyse it, compare predictors, fit one",
     "collect": "fine-tune the base model on each task and record the forgetting matrix (resumable)",
     "analyze": "how low-rank is a matrix: R^2 by rank, simpler models, spectrum, plots",
     "evaluate": "hold tasks out, reveal k entries each, compare predictors (RMSE / F1 / AUC table)",
@@ -25,18 +28,21 @@ STAGES = {
 
 
 @dataclass
-class TrainArguments:
-    task: str = field(default=None, metadata={"help": "Task to fine-tune on: embedded name, local file or Hub id."})
-    max_train_examples: int | None = field(default=None, metadata={"help": "Training examples (seeded subset)."})
-    task_seed: int = field(default=0, metadata={"help": "Seed of the training subset."})
-    task_prompt_field: str | None = field(default=None, metadata={"help": "Task column to train on as the prompt."})
-    task_completion_field: str | None = field(default=None, metadata={"help": "Task column to train on as the completion."})
-    upstream_dataset: str = field(default="embedded", metadata={"help": "Upstream examples to replay from."})
-    num_upstream_examples: int | None = field(default=200, metadata={"help": "Size of the upstream pool (seeded subset)."})
-    upstream_seed: int = field(default=0, metadata={"help": "Seed of the upstream subset."})
+class TrainArguments(UpstreamArguments, TaskArguments):
+    """What `train` fine-tunes on and replays: the task, the upstream pool (the shared fields of
+    `UpstreamArguments` and `TaskArguments`) and what is known of its forgetting."""
+
+    task: str = field(kw_only=True, metadata={"help": "Task to fine-tune on: embedded name, local file or Hub id."})
     replay_scores_file: str | None = field(default=None, metadata={"help": "CSV example_id,score: forgetting scores."})
     predictor_dir: str | None = field(default=None, metadata={"help": "A saved predictor (predicted / online strategies)."})
     known: str | None = field(default=None, metadata={"help": "CSV example_id,value of measured forgetting (predicted)."})
+
+
+@dataclass
+class DemoArguments:
+    output_root: str = field(
+        default="outputs/smollm2-135m-instruct", metadata={"help": "Folder of the demo's outputs (collect-demo/, predictor/)."}
+    )
 
 
 @dataclass
@@ -52,7 +58,7 @@ class EvaluateArguments:
     predictors: list[str] | None = field(
         default=None, metadata={"help": "Predictor names (default: column_mean, additive, knn, mf; logistic_mf for em_drop)."}
     )
-    test_tasks: list[str] | None = field(default=None, metadata={"help": "Held-out tasks (default: a seeded 30%)."})
+    test_tasks: list[str] | None = field(default=None, metadata={"help": "Held-out tasks (default: a seeded 30%%)."})
     test_fraction: float = field(default=0.3, metadata={"help": "Share of tasks held out when test_tasks is not given."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the default train/test split."})
     k: int = field(default=30, metadata={"help": "Known entries revealed per test task."})
@@ -63,7 +69,7 @@ class EvaluateArguments:
 @dataclass
 class FitArguments:
     matrix: str = field(metadata={"help": "Folder of a saved ForgettingMatrix."})
-    predictor: str = field(default="mf", metadata={"help": "Predictor name: column_mean, additive, knn, mf, logistic_mf."})
+    predictor: str = field(default="mf", metadata={"help": "Predictor name: column_mean, additive, knn, mf, logistic_mf, tensor, embedding."})
     output_dir: str = field(default="predictor", metadata={"help": "Where save_pretrained writes the predictor."})
     rank: int | None = field(default=None, metadata={"help": "Rank for mf / logistic_mf."})
 
@@ -139,7 +145,7 @@ def _analyze(argv: list[str]) -> int:
 def _evaluate(argv: list[str]) -> int:
     import json
 
-    from .completion import PREDICTORS
+    from .completion import predictor_class
     from .completion.evaluation import default_test_tasks, evaluate_predictor, results_table
     from .files import atomic_write_text
     from .matrix import ForgettingMatrix
@@ -150,20 +156,10 @@ def _evaluate(argv: list[str]) -> int:
     names = args.predictors or (["column_mean", "logistic_mf"] if binary else ["column_mean", "additive", "knn", "mf"])
     if args.predictors is None and matrix.metadata.get("settings", {}).get("collect"):
         names = ["embedding", *names]  # the LM-based baseline, when the matrix says where its texts come from
-    unknown = sorted(set(names) - set(PREDICTORS))
-    if unknown:
-        raise ValueError(f"Unknown predictor(s) {unknown}; choose from {sorted(PREDICTORS)}")
+    classes = [predictor_class(name) for name in names]
     test_tasks = args.test_tasks or default_test_tasks(matrix, args.test_fraction, args.split_seed)
     print(f"{matrix!r}; test tasks ({len(test_tasks)}): {', '.join(test_tasks)}; k = {args.k}, {args.num_seeds} seeds")
-    texts = {}
-    if "embedding" in names:
-        from .completion.embedding import texts_for_matrix
-
-        texts = dict(zip(("example_texts", "task_texts"), texts_for_matrix(matrix)))
-    results = [
-        evaluate_predictor(PREDICTORS[name](), matrix, test_tasks, k=args.k, seeds=range(args.num_seeds), **texts)
-        for name in names
-    ]
+    results = [evaluate_predictor(cls(), matrix, test_tasks, k=args.k, seeds=range(args.num_seeds)) for cls in classes]
     print(results_table(results, matrix.metric))
     if args.output:
         atomic_write_text(args.output, json.dumps({"test_tasks": test_tasks, "results": results}, indent=2))
@@ -171,14 +167,15 @@ def _evaluate(argv: list[str]) -> int:
 
 
 def _fit(argv: list[str]) -> int:
-    from .completion import PREDICTORS
+    from .completion import predictor_class
     from .matrix import ForgettingMatrix
 
     args = _parse(FitArguments, argv, "fit", positional="matrix")
-    if args.predictor not in PREDICTORS or args.predictor == "tensor":
-        raise ValueError(f"Unknown predictor {args.predictor!r}; choose from {sorted(set(PREDICTORS) - {'tensor'})}")
-    kwargs = {"rank": args.rank} if args.rank is not None and args.predictor in ("mf", "logistic_mf") else {}
-    predictor = PREDICTORS[args.predictor](**kwargs).fit(ForgettingMatrix.load(args.matrix))
+    cls = predictor_class(args.predictor)
+    if args.rank is not None and "rank" not in cls.config_fields:
+        raise ValueError(f"--rank applies to predictors with a rank, not {args.predictor!r}")
+    kwargs = {"rank": args.rank} if args.rank is not None else {}
+    predictor = cls(**kwargs).fit(ForgettingMatrix.load(args.matrix))
     print(f"Saved {type(predictor).__name__} to {predictor.save_pretrained(args.output_dir)}")
     return 0
 
@@ -217,18 +214,15 @@ def _read_csv_column(path: str, key: str, value: str) -> tuple[list[str], list[f
 
 
 def _train(argv: list[str]) -> int:
-    from trl import ModelConfig, TrlParser, get_peft_config
+    from trl import ModelConfig, TrlParser
 
     from .completion import ForgettingPredictor
-    from .data import load_task, load_upstream
-    from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer
+    from .modeling import load_model_and_tokenizer, peft_config
     from .replay import ReplayConfig, ReplayTrainer
 
     parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig), prog="hf-forgetting train")
     args, replay_args, model_args = parser.parse_args_and_config(argv)
-    if args.task is None:
-        raise ValueError("--task is required")
-    upstream = load_upstream(args.upstream_dataset, args.num_upstream_examples, args.upstream_seed)
+    upstream = args.load_upstream()
     scores = predictor = known = None
     if args.replay_scores_file:
         ids, values = _read_csv_column(args.replay_scores_file, "example_id", "score")
@@ -241,14 +235,11 @@ def _train(argv: list[str]) -> int:
         predictor = ForgettingPredictor.from_pretrained(args.predictor_dir)
     if args.known:
         known = _read_csv_column(args.known, "example_id", "value")
-    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path or EMBEDDED_MODEL)
-    train_dataset = load_task(
-        args.task, args.max_train_examples, args.task_seed,
-        prompt_field=args.task_prompt_field, completion_field=args.task_completion_field,
-    ).remove_columns(["example_id"])
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    train_dataset = args.load_task(args.task).remove_columns(["example_id"])
     trainer = ReplayTrainer(
         model=model, args=replay_args, train_dataset=train_dataset, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args), replay_dataset=upstream, replay_scores=scores,
+        peft_config=peft_config(model_args), replay_dataset=upstream, replay_scores=scores,
         replay_predictor=predictor, replay_known=known,
     )
     trainer.train(resume_from_checkpoint=replay_args.resume_from_checkpoint)
@@ -275,15 +266,19 @@ def _push(argv: list[str]) -> int:
     from pathlib import Path
 
     from .completion import ForgettingPredictor
-    from .completion.base import CONFIG_FILE
-    from .matrix import META_FILE, ForgettingMatrix
+    from .errors import RepoKindError
+    from .format.matrix import HEADER_FILE
+    from .format.predictor import CONFIG_FILE
+    from .matrix import ForgettingMatrix
 
     args = _parse(PushArguments, argv, "push", positional=("folder", "repo_id"))
     if not args.folder or not args.repo_id:
         raise ValueError("usage: hf-forgetting push FOLDER REPO_ID [--private] [--branch B] [--commit_message M]")
     folder = Path(args.folder)
-    if (folder / "matrix" / META_FILE).exists():
+    if (folder / "matrix" / HEADER_FILE).exists():
         folder = folder / "matrix"  # a collect output folder
+    if (folder / CONFIG_FILE).exists() and (folder / HEADER_FILE).exists():
+        raise RepoKindError(f"{folder}: holds both a matrix and a predictor; push them from separate folders")
     hub_args = dict(token=args.token, private=args.private, branch=args.branch, commit_message=args.commit_message)
     if (folder / CONFIG_FILE).exists():
         predictor = ForgettingPredictor.from_pretrained(folder)
@@ -300,24 +295,38 @@ def _push(argv: list[str]) -> int:
 
 
 def _pull(argv: list[str]) -> int:
-    from huggingface_hub import HfApi
-
     from .completion import ForgettingPredictor
-    from .completion.base import CONFIG_FILE
+    from .format.predictor import PREDICTOR_KIND
+    from .hub.predictor_repo import repo_kind
     from .matrix import ForgettingMatrix
 
     args = _parse(PullArguments, argv, "pull", positional=("repo_id", "folder"))
     if not args.repo_id or not args.folder:
         raise ValueError("usage: hf-forgetting pull REPO_ID FOLDER [--revision R]")
-    files = HfApi(token=args.token).list_repo_files(args.repo_id, repo_type="dataset", revision=args.revision)
-    if CONFIG_FILE in files:
+    if repo_kind(args.repo_id, args.revision, args.token) == PREDICTOR_KIND:
         predictor = ForgettingPredictor.from_pretrained(args.repo_id, revision=args.revision, token=args.token)
         print(f"Saved {type(predictor).__name__} from {args.repo_id} to {predictor.save_pretrained(args.folder)}")
         return 0
     matrix = ForgettingMatrix.from_hub(args.repo_id, args.revision, args.token, args.on_duplicate)
-    contributors = sorted({row.get("contributor", "?") for row in matrix.metadata["rows"].values()})
+    contributors = sorted({row.get("contributor", "?") for row in matrix.metadata.get("rows", {}).values()})
     print(f"Saved {matrix!r} from {args.repo_id}@{matrix.metadata['hub']['revision'][:12]} to {matrix.save(args.folder)}")
     print(f"Contributors: {', '.join(contributors)}")
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    """`make demo`: the same four stages on the packaged demo recipe, from any working directory."""
+    from pathlib import Path
+
+    from .recipes import recipe_path
+
+    args = _parse(DemoArguments, argv, "demo")
+    root = Path(args.output_root)
+    collected = root / "collect-demo"
+    _collect(["--config", str(recipe_path("collect", "config_demo.yaml")), "--output_dir", str(collected)])
+    _analyze([str(collected / "matrix"), "--output_dir", str(collected / "analysis")])
+    _evaluate([str(collected / "matrix"), "--output", str(collected / "evaluation.json")])
+    _fit([str(collected / "matrix"), "--predictor", "mf", "--output_dir", str(root / "predictor")])
     return 0
 
 
@@ -337,21 +346,31 @@ def main(argv: list[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"hf-forgetting: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from .sources import SourceUnavailableError
-
-    from .matrix import ForgettingMatrixError
-
     handlers = {
-        "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit, "predict": _predict,
-        "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
+        "demo": _demo, "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit,
+        "predict": _predict, "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
     }
-    from huggingface_hub.errors import HfHubHTTPError
-
     try:
         return handlers[stage](rest)
-    except (SourceUnavailableError, ForgettingMatrixError, HfHubHTTPError, FileNotFoundError, KeyError, ValueError) as error:
-        print(f"hf-forgetting {stage}: {error}", file=sys.stderr)  # a clear message, not a traceback
+    except _user_errors() as error:
+        print(f"hf-forgetting {stage}: {_one_line(error)}", file=sys.stderr)  # bad input: a message, not a traceback
         return 1
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The error types that describe bad input or an unreachable resource; anything else is a bug and
+    keeps its traceback."""
+    import yaml
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .errors import HfForgettingError
+
+    return (HfForgettingError, HfHubHTTPError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, yaml.YAMLError)
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) < 2000 else text[:2000] + " ..."
 
 
 if __name__ == "__main__":

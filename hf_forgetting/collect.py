@@ -16,7 +16,6 @@ matrix; any later run without a subset merges too), and/or pushes its rows to a 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -32,42 +31,53 @@ import pyarrow.parquet as pq
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .data import EMBEDDED_TASKS, EMBEDDED_UPSTREAM, load_task, load_upstream
+from .data import EMBEDDED_TASKS
+from .data.arguments import TaskArguments, UpstreamArguments
+from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
 from .files import atomic_write_parquet, atomic_write_text
+from .format.collect_rows import read_collect_row, task_filename, write_collect_row
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
-from .modeling import EMBEDDED_MODEL, resolve_model_path
+from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .plots import plot_heatmap
 from .scoring import exact_match_scores, score_examples
 
-ROW_COLUMNS = ("example_id", "score_after", "forgetting")
+# Re-exported: these moved to the data and format layers.
+__all__ = [
+    "CollectArguments", "Collector", "collect_forgetting_matrix", "collect_settings", "load_matrix_upstream",
+    "summarize", "task_filename",
+]
 
 
 @dataclass
-class CollectArguments:
-    """What to measure: the upstream examples, the tasks, and how examples are scored."""
+class CollectArguments(UpstreamArguments, TaskArguments):
+    """What to measure: the upstream examples and tasks (the shared fields of `UpstreamArguments` and
+    `TaskArguments`), how examples are scored, and which of the tasks this job collects.
 
-    upstream_dataset: str = field(
-        default=EMBEDDED_UPSTREAM,
-        metadata={"help": "Upstream examples: 'embedded' (SQuAD-shifts + Austen), 'squad_shifts', 'austen' or a Hub dataset id."},
-    )
-    upstream_split: str = field(default="train", metadata={"help": "Split of a Hub upstream dataset."})
-    upstream_text_field: str = field(default="text", metadata={"help": "Raw-text column of a Hub upstream dataset."})
-    upstream_id_field: str | None = field(
-        default=None, metadata={"help": "Column with stable example ids (default: '<dataset>/<split>/<row>')."}
-    )
-    num_upstream_examples: int | None = field(
-        default=200, metadata={"help": "Number of upstream examples N (a seeded random subset); None for all."}
-    )
-    upstream_seed: int = field(default=0, metadata={"help": "Seed of the upstream subset."})
+    Args:
+        tasks (`list[str]`, *optional*, defaults to the 14 embedded tasks):
+            Fine-tuning tasks (rows): embedded task names, local files or Hub dataset ids.
+        metric (`str`, *optional*, defaults to `"nll_increase"`):
+            `"nll_increase"` (mean token NLL after - before) or `"em_drop"` (exact match, binary).
+        score_max_length (`int`, *optional*, defaults to `128`):
+            Upstream examples are scored on at most this many tokens.
+        score_batch_size (`int`, *optional*, defaults to `16`):
+            Examples per forward pass when scoring.
+        em_max_new_tokens (`int`, *optional*, defaults to `32`):
+            Generation length for the `"em_drop"` metric.
+        task_indices (`str`, *optional*):
+            Collect only these tasks: 0-based indices into `tasks`, e.g. `"3,7-9"`.
+        array_index (`int`, *optional*):
+            Job index in a job array (e.g. `$SLURM_ARRAY_TASK_ID`): `tasks[index::array_size]`.
+        array_size (`int`, *optional*):
+            Number of jobs in the array.
+        push_rows_to_hub (`str`, *optional*):
+            Also push this job's rows to a Hub dataset repo, as one contribution.
+    """
+
     tasks: list[str] = field(
         default_factory=lambda: list(EMBEDDED_TASKS),
         metadata={"help": "Fine-tuning tasks (rows): embedded task names or Hub dataset ids."},
     )
-    task_split: str = field(default="train", metadata={"help": "Split of Hub task datasets."})
-    max_train_examples: int | None = field(
-        default=256, metadata={"help": "Training examples per task (a seeded random subset); None for all."}
-    )
-    task_seed: int = field(default=0, metadata={"help": "Seed of each task's training subset."})
     metric: str = field(
         default="nll_increase",
         metadata={"help": "'nll_increase' (mean token NLL after - before) or 'em_drop' (exact match, binary)."},
@@ -75,12 +85,6 @@ class CollectArguments:
     score_max_length: int | None = field(default=128, metadata={"help": "Upstream examples are scored on at most this many tokens."})
     score_batch_size: int = field(default=16, metadata={"help": "Examples per forward pass when scoring."})
     em_max_new_tokens: int = field(default=32, metadata={"help": "Generation length for the 'em_drop' metric."})
-    task_prompt_field: str | None = field(
-        default=None, metadata={"help": "Column of Hub task datasets to train on as the prompt (e.g. 'instruction')."}
-    )
-    task_completion_field: str | None = field(
-        default=None, metadata={"help": "Column of Hub task datasets to train on as the completion (e.g. 'response')."}
-    )
     # Scale-out: which of `tasks` this job collects, and where its rows go. Not part of the settings
     # fingerprint, so that jobs with different subsets share one output_dir.
     task_indices: str | None = field(
@@ -95,16 +99,16 @@ class CollectArguments:
     )
 
     def __post_init__(self):
+        UpstreamArguments.__post_init__(self)
+        TaskArguments.__post_init__(self)
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {self.metric!r}")
         if not self.tasks:
             raise ValueError("tasks must name at least one task")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be unique; got {self.tasks}")
-        for name in ("num_upstream_examples", "max_train_examples", "score_max_length"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be positive or None; got {value}")
+        if self.score_max_length is not None and self.score_max_length < 1:
+            raise ValueError(f"score_max_length must be positive or None; got {self.score_max_length}")
         if self.score_batch_size < 1:
             raise ValueError(f"score_batch_size must be positive; got {self.score_batch_size}")
         if self.task_indices is not None and self.array_index is not None:
@@ -194,12 +198,6 @@ def _jsonable(value):
     return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
 
 
-def task_filename(task: str) -> str:
-    """A file name for a task id: readable, and unique through a short hash of the id."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", task)[:80]
-    return f"{readable}-{hashlib.sha256(task.encode()).hexdigest()[:8]}.parquet"
-
-
 class Collector:
     """Fine-tunes and scores, one task at a time, into ``output_dir`` (see the module docstring)."""
 
@@ -212,15 +210,8 @@ class Collector:
         if model_args.model_name_or_path is None:
             model_args.model_name_or_path = EMBEDDED_MODEL
         with self.state.main_process_first():  # downloads and conversions happen once, on the main process
-            self.upstream = load_upstream(
-                args.upstream_dataset,
-                num_examples=args.num_upstream_examples,
-                seed=args.upstream_seed,
-                split=args.upstream_split,
-                text_field=args.upstream_text_field,
-                id_field=args.upstream_id_field,
-            )
-            self.model_path = resolve_model_path(model_args.model_name_or_path)
+            self.upstream = args.load_upstream()
+            resolve_model_path(model_args.model_name_or_path)
         self.example_ids = list(self.upstream["example_id"])
         self.settings = run_settings(args, training_args, model_args)
         self.settings["example_ids_sha256"] = example_ids_sha256(self.example_ids)
@@ -283,22 +274,6 @@ class Collector:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def _load_model(self):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        kwargs = {"revision": self.model_args.model_revision}
-        if self.model_args.dtype not in (None, "auto"):
-            import torch
-
-            kwargs["dtype"] = getattr(torch, self.model_args.dtype)
-        if self.model_args.attn_implementation:
-            kwargs["attn_implementation"] = self.model_args.attn_implementation
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=self.model_args.model_revision)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
-
     def _score(self, model, tokenizer) -> np.ndarray:
         if self.args.metric == "em_drop":
             return exact_match_scores(
@@ -314,7 +289,7 @@ class Collector:
             table = pq.read_table(path)
             if table.column("example_id").to_pylist() == self.example_ids:
                 return table.column("score").to_numpy().astype(np.float32)
-        model, tokenizer = self._load_model()
+        model, tokenizer = load_model_and_tokenizer(self.model_args)
         if self.state.is_main_process:
             print(f"Scoring {len(self.example_ids)} upstream examples with the base model")
         scores = self._score(model.to(self.state.device), tokenizer)
@@ -327,15 +302,12 @@ class Collector:
     # -- rows -----------------------------------------------------------------------------------
 
     def _collect_row(self, task: str, before: np.ndarray) -> None:
-        from trl import SFTTrainer, get_peft_config
+        from trl import SFTTrainer
 
         started = time.time()
-        train_dataset = load_task(
-            task, self.args.max_train_examples, self.args.task_seed, self.args.task_split,
-            prompt_field=self.args.task_prompt_field, completion_field=self.args.task_completion_field,
-        )
+        train_dataset = self.args.load_task(task)
         train_dataset = train_dataset.remove_columns([c for c in ("example_id", "source") if c in train_dataset.column_names])
-        model, tokenizer = self._load_model()
+        model, tokenizer = load_model_and_tokenizer(self.model_args)
         run_dir = self.output_dir / "runs" / task_filename(task).removesuffix(".parquet")
         task_args = dataclasses.replace(self.training_args, output_dir=str(run_dir), save_strategy="no", push_to_hub=False)
         trainer = SFTTrainer(
@@ -343,7 +315,7 @@ class Collector:
             args=task_args,
             train_dataset=train_dataset,
             processing_class=tokenizer,
-            peft_config=get_peft_config(self.model_args),
+            peft_config=peft_config(self.model_args),
         )
         result = trainer.train()
         tuned = trainer.accelerator.unwrap_model(trainer.model)
@@ -361,34 +333,14 @@ class Collector:
             "world_size": self.state.num_processes,
         }
         if self.state.is_main_process:
-            table = pa.table(
-                {
-                    "example_id": self.example_ids,
-                    "score_after": pa.array(after, pa.float32()),
-                    "forgetting": pa.array(forgetting.astype(np.float32), pa.float32()),
-                }
-            ).replace_schema_metadata({"hf_forgetting": json.dumps(provenance)})
-            atomic_write_parquet(self.rows_dir / task_filename(task), table)
+            write_collect_row(self.rows_dir / task_filename(task), self.example_ids, after, forgetting, provenance)
             shutil.rmtree(run_dir, ignore_errors=True)
         self.state.wait_for_everyone()
         del trainer, model
 
     def _read_row(self, task: str) -> tuple[np.ndarray, dict] | None:
         """The finished row of ``task``, or None if it is missing or unusable (then it is recollected)."""
-        path = self.rows_dir / task_filename(task)
-        if not path.exists():
-            return None
-        try:
-            table = pq.read_table(path)
-            provenance = json.loads(table.schema.metadata[b"hf_forgetting"])
-            ids_match = table.column("example_id").to_pylist() == self.example_ids
-        except (pa.ArrowException, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-            print(f"Warning: {path} is unreadable ({error}); task {task!r} will be collected again")
-            return None
-        if not ids_match or provenance.get("task_id") != task or table.column_names != list(ROW_COLUMNS):
-            print(f"Warning: {path} does not match this run's examples or task; task {task!r} will be collected again")
-            return None
-        return table.column("forgetting").to_numpy().astype(np.float32), provenance
+        return read_collect_row(self.rows_dir / task_filename(task), task, self.example_ids)
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -414,8 +366,7 @@ class Collector:
     def _write_outputs(self, matrix: ForgettingMatrix) -> None:
         matrix_dir = matrix.save(self.output_dir / "matrix")
         heatmap = plot_heatmap(matrix, self.output_dir / "heatmap.png")
-        text_column = next(c for c in ("text", "prompt", "messages") if c in self.upstream.column_names)
-        texts = {i: str(t) for i, t in zip(self.upstream["example_id"], self.upstream[text_column])}
+        texts = {row["example_id"]: example_text(row) for row in self.upstream}
         summary = summarize(matrix, texts)
         atomic_write_text(self.output_dir / "summary.md", summary)
         print(summary)
@@ -457,26 +408,6 @@ def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top
 def _percent_positive(values: np.ndarray) -> float:
     observed = values[~np.isnan(values)]
     return float((observed > 0).mean() * 100) if observed.size else float("nan")
-
-
-def collect_settings(matrix: ForgettingMatrix) -> dict:
-    """The ``CollectArguments`` a matrix was collected with, from its metadata."""
-    settings = matrix.metadata.get("settings", {}).get("collect")
-    if not settings:
-        raise ValueError("The matrix metadata has no collect settings (was it collected with hf-forgetting collect?)")
-    return settings
-
-
-def load_matrix_upstream(matrix: ForgettingMatrix):
-    """The upstream examples of a collected matrix, reloaded from the sources its metadata names, in column order."""
-    settings = collect_settings(matrix)
-    upstream = load_upstream(
-        settings["upstream_dataset"], num_examples=settings["num_upstream_examples"], seed=settings["upstream_seed"],
-        split=settings["upstream_split"], text_field=settings["upstream_text_field"], id_field=settings["upstream_id_field"],
-    )
-    if list(upstream["example_id"]) != matrix.example_ids:
-        raise ValueError("The reloaded upstream examples do not match the matrix's example ids")
-    return upstream
 
 
 def collect_forgetting_matrix(args: CollectArguments, training_args, model_args) -> ForgettingMatrix:

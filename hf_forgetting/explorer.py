@@ -11,17 +11,17 @@ import csv
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .completion import ForgettingPredictor, MFPredictor
-from .completion.base import BiasedFactorsPredictor
-from .matrix import META_FILE, ForgettingMatrix
+from .completion import BiasedFactorsPredictor, ForgettingPredictor, MFPredictor
+from .format.matrix import HEADER_FILE
+from .matrix import ForgettingMatrix
 
 EMBEDDED_SOURCE = "embedded"
-DEMO_MATRIX_DIR = Path("outputs/smollm2-135m-instruct/collect-demo/matrix")
 MIN_MEASURED = 5
 ZERO_SHOT_TEMPERATURE = 0.05  # softmax over cosine similarities of mean MiniLM embeddings
 
@@ -45,12 +45,29 @@ class Workspace:
 
     def map_model(self) -> BiasedFactorsPredictor:
         """A factor model of the known tasks, for placing a new task among them."""
-        if isinstance(self.predictor, BiasedFactorsPredictor) and hasattr(self.predictor, "task_parameters"):
+        if isinstance(self.predictor, BiasedFactorsPredictor):
             return self.predictor
         with self._lock:
             if self._map is None:
                 self._map = MFPredictor(rank=max(1, min(5, self.matrix.shape[0] - 1))).fit(self.matrix)
         return self._map
+
+    def task_embeddings(self, encoder=None) -> np.ndarray:
+        """Unit mean embedding of each known task's inputs (computed once)."""
+        with self._lock:
+            if self._task_embeddings is None:
+                from .data.matrix_sources import texts_for_matrix
+
+                try:
+                    _, task_texts = texts_for_matrix(self.matrix)
+                except Exception as error:  # noqa: BLE001
+                    raise ExplorerInputError(
+                        "Zero-shot estimates need the inputs of the matrix's known tasks, which could not be loaded "
+                        f"({_one_line(error)}); measure a few examples instead"
+                    ) from None
+                means = np.stack([_encoder(encoder).encode(task_texts[t]).mean(0) for t in self.matrix.task_ids])
+                self._task_embeddings = means / np.linalg.norm(means, axis=1, keepdims=True)
+            return self._task_embeddings
 
 
 @dataclass
@@ -64,18 +81,18 @@ class Prediction:
 # -- opening matrices and predictors --------------------------------------------------------------
 
 
-def resolve_matrix(source: str, default_dir: Path | None = None) -> ForgettingMatrix:
-    """``"embedded"`` (the demo matrix of the embedded default), a local folder or a Hub repo id."""
+def resolve_matrix(source: str, embedded_dirs: Sequence[Path] = ()) -> ForgettingMatrix:
+    """``"embedded"`` (the first of ``embedded_dirs`` that holds a matrix), a local folder or a Hub repo id."""
     source = (source or "").strip() or EMBEDDED_SOURCE
     if source == EMBEDDED_SOURCE:
-        for folder in (DEMO_MATRIX_DIR, default_dir):
-            if folder is not None and (Path(folder) / META_FILE).exists():
+        for folder in embedded_dirs:
+            if (Path(folder) / HEADER_FILE).exists():
                 return ForgettingMatrix.load(folder)
         raise ExplorerInputError("No embedded demo matrix found: run `make demo`, or give a Hub repo id or folder")
     path = Path(source)
-    if (path / "matrix" / META_FILE).exists():
+    if (path / "matrix" / HEADER_FILE).exists():
         path = path / "matrix"
-    if (path / META_FILE).exists():
+    if (path / HEADER_FILE).exists():
         return ForgettingMatrix.load(path)
     if path.exists() or source.startswith((".", "/")) or source.count("/") != 1:
         raise ExplorerInputError(f"{source!r} is neither a saved matrix folder nor a Hub repo id ('user/name')")
@@ -99,11 +116,10 @@ def resolve_predictor(source: str | None, matrix: ForgettingMatrix) -> Forgettin
 
 
 def _example_texts(matrix: ForgettingMatrix) -> tuple[dict[str, str] | None, str | None]:
-    from .collect import load_matrix_upstream
-    from .completion.embedding import _example_text
+    from .data.matrix_sources import example_texts
 
     try:
-        return {row["example_id"]: _example_text(row) for row in load_matrix_upstream(matrix)}, None
+        return example_texts(matrix), None
     except Exception as error:  # noqa: BLE001 - texts are a nicety; say why they are missing
         return None, f"Upstream texts unavailable ({_one_line(error)}); showing example ids only."
 
@@ -111,8 +127,8 @@ def _example_texts(matrix: ForgettingMatrix) -> tuple[dict[str, str] | None, str
 class WorkspaceCache:
     """Opened workspaces by (matrix source, predictor source); opening is slow, queries are fast."""
 
-    def __init__(self, size: int = 4, default_dir: Path | None = None):
-        self.size, self.default_dir = size, default_dir
+    def __init__(self, size: int = 4, embedded_dirs: Sequence[Path] = ()):
+        self.size, self.embedded_dirs = size, list(embedded_dirs)
         self._items: OrderedDict[tuple[str, str], Workspace] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -122,7 +138,7 @@ class WorkspaceCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            matrix = resolve_matrix(key[0], self.default_dir)
+            matrix = resolve_matrix(key[0], self.embedded_dirs)
             predictor = resolve_predictor(key[1], matrix)
             texts, note = _example_texts(matrix)
             workspace = Workspace(key[0], matrix, predictor, texts, [note] if note else [])
@@ -192,9 +208,7 @@ def read_measurements_csv(path: str | Path) -> list[list[str]]:
 
 def predict_from_measurements(workspace: Workspace, ids: list[str], values: np.ndarray) -> Prediction:
     predicted = workspace.predictor.predict(ids, values)
-    model = workspace.map_model()
-    columns = np.array([model._index[i] for i in ids])
-    position = model.task_parameters(columns, values)
+    position = workspace.map_model().task_position(ids, values)
     return Prediction(predicted, f"{type(workspace.predictor).__name__} from {len(ids)} measured examples", position)
 
 
@@ -203,7 +217,7 @@ def predict_zero_shot(workspace: Workspace, task_inputs: list[str], encoder=None
     task_inputs = [text.strip() for text in task_inputs if text and text.strip()]
     if not task_inputs:
         raise ExplorerInputError("Give a few example inputs of the new task, one per line")
-    matrix, task_embeddings = workspace.matrix, _task_embeddings(workspace, encoder)
+    matrix, task_embeddings = workspace.matrix, workspace.task_embeddings(encoder)
     new = _encoder(encoder).encode(task_inputs).mean(0)
     similarity = task_embeddings @ (new / (np.linalg.norm(new) + 1e-12))
     weights = np.exp((similarity - similarity.max()) / ZERO_SHOT_TEMPERATURE)
@@ -211,7 +225,7 @@ def predict_zero_shot(workspace: Workspace, task_inputs: list[str], encoder=None
     column_means = np.nanmean(matrix.values, axis=0)
     rows = np.where(matrix.mask, matrix.values, column_means)
     model = workspace.map_model()
-    position = weights @ np.hstack([model.task_bias[:, None], model.task_factors])
+    position = weights @ model.known_task_positions()
     return Prediction(
         (weights @ rows).astype(np.float32),
         "zero-shot: similarity-weighted rows of the known tasks (no measurement; a weak estimate)",
@@ -234,23 +248,6 @@ def _encoder(encoder=None):
 
             _ENCODER = SentenceEncoder()
         return _ENCODER
-
-
-def _task_embeddings(workspace: Workspace, encoder=None) -> np.ndarray:
-    with workspace._lock:
-        if workspace._task_embeddings is None:
-            from .completion.embedding import texts_for_matrix
-
-            try:
-                _, task_texts = texts_for_matrix(workspace.matrix)
-            except Exception as error:  # noqa: BLE001
-                raise ExplorerInputError(
-                    "Zero-shot estimates need the inputs of the matrix's known tasks, which could not be loaded "
-                    f"({_one_line(error)}); measure a few examples instead"
-                ) from None
-            means = np.stack([_encoder(encoder).encode(task_texts[t]).mean(0) for t in workspace.matrix.task_ids])
-            workspace._task_embeddings = means / np.linalg.norm(means, axis=1, keepdims=True)
-        return workspace._task_embeddings
 
 
 # -- describing a prediction ----------------------------------------------------------------------
@@ -276,9 +273,9 @@ def prediction_csv(workspace: Workspace, prediction: Prediction, path: str | Pat
 
 
 def histogram_figure(workspace: Workspace, prediction: Prediction):
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
     axes.hist(prediction.values, bins=40, color="#c0392b", alpha=0.8, label="new task (predicted)")
     observed = workspace.matrix.values[workspace.matrix.mask]
@@ -293,15 +290,14 @@ def histogram_figure(workspace: Workspace, prediction: Prediction):
 
 def task_map_figure(workspace: Workspace, prediction: Prediction):
     """Known tasks and the new one on the two leading principal axes of their [bias, factors]."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    model = workspace.map_model()
-    known = np.hstack([model.task_bias[:, None], model.task_factors])
+    known = workspace.map_model().known_task_positions()
     centre = known.mean(0)
     _, _, axes_t = np.linalg.svd(known - centre, full_matrices=False)
     basis = axes_t[:2].T if axes_t.shape[0] >= 2 else np.hstack([axes_t.T, np.zeros((known.shape[1], 1))])
     points, new = (known - centre) @ basis, (prediction.position - centre) @ basis
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4.5), constrained_layout=True)
     means = np.nanmean(workspace.matrix.values, axis=1)
     scatter = axes.scatter(points[:, 0], points[:, 1], c=means, cmap="RdBu_r", s=40, edgecolors="black", linewidths=0.5)

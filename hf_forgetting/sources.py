@@ -9,7 +9,6 @@ matches the pin below; a missing client, a refused download or a wrong checksum 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -19,10 +18,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import HfForgettingError
+from .files import sha256_of
+
 CACHE_ENV = "HF_FORGETTING_CACHE"
 
 
-class SourceUnavailableError(RuntimeError):
+class SourceUnavailableError(HfForgettingError, RuntimeError):
     """A raw source of the embedded default could not be fetched or failed its checksum."""
 
 
@@ -76,14 +78,6 @@ def cache_dir() -> Path:
     root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "hf_forgetting")).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(name: str) -> Path:

@@ -31,10 +31,10 @@ os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_DATASETS_OFFLINE", None)
 os.environ["HF_HOME"] = __import__("tempfile").mkdtemp(prefix="hf-forgetting-tests-hf-home-")
 
-import pytest
-import torch
+import pytest  # noqa: E402 - after the environment above
+import torch  # noqa: E402
 
-from hf_forgetting.testing.hub_server import HubServer
+from hf_forgetting.testing.hub_server import HubServer  # noqa: E402
 
 HUB = HubServer(HUB_TOKENS, port=HUB_PORT).start()
 
@@ -47,7 +47,15 @@ CHATML_TEMPLATE = (
 
 
 def stdlib_corpus() -> list[str]:
-    import argparse, collections, csv, json, logging, pathlib, re, string, textwrap  # noqa: E401
+    import argparse  # noqa: E401
+    import collections
+    import csv
+    import json
+    import logging
+    import pathlib
+    import re
+    import string
+    import textwrap
 
     modules = [argparse, collections, csv, json, logging, pathlib, re, string, textwrap]
     texts = []

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import stdlib_corpus
 
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.collect import CollectArguments, Collector, collect_forgetting_matrix, task_filename
-
-from conftest import stdlib_corpus
 
 WORDS = "list dict tuple string parser logger module object integer pattern".split()
 

@@ -194,12 +194,12 @@ def test_malformed_saved_predictors_are_refused(small_matrix, tmp_path):
     MFPredictor(rank=2, iterations=3).fit(small_matrix).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "predictor.json").read_text())
     (tmp_path / "predictor.json").write_text(json.dumps({**config, "example_ids": ["a"] * 40}))
-    with pytest.raises(ValueError, match="malformed predictor files.*unique"):
+    with pytest.raises(ValueError, match="predictor.json: example_ids must be unique"):
         MFPredictor.from_pretrained(tmp_path)
     (tmp_path / "predictor.json").write_text(json.dumps({**config, "config": {"rank": 2, "bogus": 1}}))
     with pytest.raises(ValueError, match="malformed predictor files"):
         MFPredictor.from_pretrained(tmp_path)
-    (tmp_path / "predictor.json").write_text(json.dumps({"format_version": 1, "predictor_class": "os.system"}))
+    (tmp_path / "predictor.json").write_text(json.dumps({**config, "predictor_class": "os.system"}))
     with pytest.raises(ValueError, match="not a predictor this version can read"):
         ForgettingPredictor.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="predictor.json"):
@@ -210,9 +210,9 @@ def test_evaluation_protocol_draws_without_replacement_independently(small_matri
     seen = []
 
     class Recording(ColumnMeanPredictor):
-        def predict(self, known_example_ids, known_values):
+        def predict(self, known_example_ids, known_values, **side_information):
             seen.append(tuple(known_example_ids))
-            return super().predict(known_example_ids, known_values)
+            return super().predict(known_example_ids, known_values, **side_information)
 
     result = evaluate_predictor(Recording(), small_matrix, ["t6", "t7"], k=5, seeds=[0, 1, 2])
     assert len(seen) == 6 and all(len(set(s)) == 5 for s in seen)

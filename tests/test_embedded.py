@@ -113,10 +113,10 @@ def test_embedding_baseline_uses_real_minilm_similarity():
              "baking": "Bake the bread at 220 degrees for half an hour.", "tennis": "She won the match in straight sets."}
     matrix = ForgettingMatrix(np.zeros((1, 4)), ["t"], list(texts))
     predictor = EmbeddingSimilarityPredictor().fit(matrix, example_texts=texts)
-    row = predictor.predict(["cooking", "football"], [1.0, 0.0], task_texts=["Knead the dough, then let it rise."])
+    row = predictor.predict(["cooking", "football"], [1.0, 0.0], task_inputs=["Knead the dough, then let it rise."])
     assert row[2] > row[3]  # baking is predicted more forgotten than tennis by a recipe-like task
 
     saved = predictor.save_pretrained(Path(tempfile.mkdtemp()) / "embedding")
     loaded = EmbeddingSimilarityPredictor.from_pretrained(saved)
-    again = loaded.predict(["cooking", "football"], [1.0, 0.0], task_texts=["Knead the dough, then let it rise."])
+    again = loaded.predict(["cooking", "football"], [1.0, 0.0], task_inputs=["Knead the dough, then let it rise."])
     np.testing.assert_array_equal(again, row)

@@ -5,6 +5,8 @@ hostile repos. The matrices are synthetic (random numbers): these tests are abou
 import json
 import uuid
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,7 +14,7 @@ import pytest
 from conftest import HUB_TOKENS
 
 from hf_forgetting import ForgettingMatrix, ForgettingPredictor, MFPredictor
-from hf_forgetting.hub import PUSH_ATTEMPTS, DownloadLimits, HubRepoError, load_matrix
+from hf_forgetting.hub import PUSH_ATTEMPTS, DownloadLimits, HubRepoError
 from hf_forgetting.matrix import example_ids_sha256
 
 ALICE, BOB = "hf_alice_token", "hf_bob_token"
@@ -305,7 +307,7 @@ def test_huge_declared_sizes_are_refused_before_download(hub, pushed):
     hub.put_file("dataset", repo_id, "forgetting_matrix.json", json.dumps(header).encode())
     requests_before = len(hub.requests)
     with pytest.raises(HubRepoError, match=r"@\w+: [\w./-]+: declares [\d,]+ bytes, over the limit of 1,000"):
-        load_matrix(repo_id, limits=DownloadLimits(max_file_bytes=1000))
+        ForgettingMatrix.from_hub(repo_id, limits=DownloadLimits(max_file_bytes=1000))
     assert not any("/resolve/" in path for _, path in hub.requests[requests_before:])
 
     too_many = pa.table({"example_id": [f"ex/{j}" for j in range(41)]})
@@ -320,7 +322,7 @@ def test_missing_repo_and_missing_files_name_the_repo(hub, repo_id):
     with pytest.raises(RepositoryNotFoundError):
         ForgettingMatrix.from_hub("alice/does-not-exist")
     hub.put_file("dataset", repo_id, "notes.txt", b"hello")
-    with pytest.raises(HubRepoError, match=rf"{repo_id}@\w+: forgetting_matrix.json: file not found"):
+    with pytest.raises(HubRepoError, match=rf"{repo_id}@\w+: holds no forgetting matrix \(no forgetting_matrix.json\)"):
         ForgettingMatrix.from_hub(repo_id)
 
 
@@ -350,6 +352,64 @@ def test_predictor_repo_with_a_pickle_is_refused(hub, repo_id):
     hub.put_file("dataset", repo_id, "optimizer.pt", b"\x80\x04.")
     with pytest.raises(HubRepoError, match="optimizer.pt: pickle or executable files are never loaded"):
         ForgettingPredictor.from_pretrained(repo_id)
+
+
+def test_a_repo_of_one_kind_refuses_a_push_of_the_other_and_loses_nothing(hub, repo_id):
+    """A predictor pushed into a matrix repo (or the reverse) is refused before any commit: the
+    contributors' row files stay, and no push deletes a file."""
+    from hf_forgetting.errors import RepoKindError
+
+    matrix = synthetic_matrix([f"task{i}" for i in range(4)])
+    matrix.push_to_hub(repo_id, token=ALICE)
+    synthetic_matrix(["extra"]).push_to_hub(repo_id, token=BOB)
+    files, head = _repo_files(repo_id), hub.head("dataset", repo_id)
+    with pytest.raises(RepoKindError, match=rf"{repo_id}@\w+: holds a forgetting matrix, not a forgetting predictor"):
+        MFPredictor(rank=1).fit(matrix).push_to_hub(repo_id, token=ALICE)
+    assert hub.head("dataset", repo_id) == head and _repo_files(repo_id) == files
+    assert ForgettingMatrix.from_hub(repo_id).task_ids == [*matrix.task_ids, "extra"]
+
+    predictor_repo = repo_id + "-mf"
+    MFPredictor(rank=1).fit(matrix).push_to_hub(predictor_repo, token=ALICE)
+    predictor_head = hub.head("dataset", predictor_repo)
+    with pytest.raises(RepoKindError, match="holds a forgetting predictor, not a forgetting matrix"):
+        matrix.push_to_hub(predictor_repo, token=ALICE)
+    with pytest.raises(RepoKindError, match="holds a forgetting predictor, not a forgetting matrix"):
+        ForgettingMatrix.from_hub(predictor_repo)
+    with pytest.raises(RepoKindError, match="not a forgetting predictor"):
+        ForgettingPredictor.from_pretrained(repo_id)
+    assert hub.head("dataset", predictor_repo) == predictor_head
+
+
+def test_predictor_push_keeps_files_it_did_not_write(hub, repo_id):
+    matrix = synthetic_matrix(["a", "b", "c"])
+    MFPredictor(rank=1).fit(matrix).push_to_hub(repo_id, token=ALICE)
+    hub.put_file("dataset", repo_id, "notes.md", b"kept")
+    MFPredictor(rank=2).fit(matrix).push_to_hub(repo_id, token=ALICE)
+    assert "notes.md" in _repo_files(repo_id) and MFPredictor.from_pretrained(repo_id).rank == 2
+
+
+def test_lost_predictor_push_response_is_checked_not_repeated(hub, repo_id):
+    MFPredictor(rank=1).fit(synthetic_matrix(["a", "b", "c"])).push_to_hub(repo_id, token=ALICE)
+    before = len(HfApi_commits(repo_id))
+    hub.inject_fault("POST", "/commit/", kind="drop_after", times=1)
+    commit = MFPredictor(rank=2).fit(synthetic_matrix(["a", "b", "c"])).push_to_hub(repo_id, token=ALICE)
+    assert len(HfApi_commits(repo_id)) == before + 1 and commit.oid == hub.head("dataset", repo_id)
+
+
+def test_pushed_header_equals_the_header_saved_locally(hub, repo_id, tmp_path):
+    matrix = synthetic_matrix(["a", "b", "c"])
+    matrix.save(tmp_path / "local")
+    matrix.push_to_hub(repo_id, token=ALICE)
+    on_hub = Path(_download(repo_id, "forgetting_matrix.json")).read_text()
+    assert on_hub == (tmp_path / "local" / "forgetting_matrix.json").read_text()
+    ForgettingMatrix.from_hub(repo_id).save(tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "forgetting_matrix.json").read_text() == on_hub
+
+
+def HfApi_commits(repo_id):  # noqa: N802 - reads like the API it wraps
+    from huggingface_hub import HfApi
+
+    return HfApi().list_repo_commits(repo_id, repo_type="dataset")
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_load_errors_name_the_file_and_problem(matrix, tmp_path):
     matrix.save(tmp_path)
     header = json.loads((tmp_path / "forgetting_matrix.json").read_text())
     (tmp_path / "forgetting_matrix.json").write_text(json.dumps({**header, "num_examples": 6}))
-    with pytest.raises(ForgettingMatrixError, match="declares 3 x 6"):
+    with pytest.raises(ForgettingMatrixError, match="examples.parquet: holds 5 example ids; forgetting_matrix.json declares 6"):
         ForgettingMatrix.load(tmp_path)
 
     (tmp_path / "forgetting_matrix.json").write_text("{not json")
@@ -113,24 +113,28 @@ def test_load_errors_name_the_file_and_problem(matrix, tmp_path):
 
     matrix.save(tmp_path)
     (tmp_path / "forgetting.parquet").write_bytes(b"PAR1 garbage")
-    with pytest.raises(ForgettingMatrixError, match="forgetting.parquet: cannot read"):
+    with pytest.raises(ForgettingMatrixError, match="forgetting.parquet: not a readable parquet file"):
         ForgettingMatrix.load(tmp_path)
 
     matrix.save(tmp_path)
     pq.write_table(pa.table({"example_id": pa.array([1, 2, 3, 4, 5])}), tmp_path / "examples.parquet")
-    with pytest.raises(ForgettingMatrixError, match="examples.parquet: column 'example_id' has type int64"):
+    with pytest.raises(ForgettingMatrixError, match=r"examples.parquet: has columns \(example_id: int64\); expected \(example_id: string\)"):
         ForgettingMatrix.load(tmp_path)
 
     matrix.save(tmp_path)
     short = pa.table({"task_id": ["a", "b", "c"], "forgetting": pa.array([[0.0]] * 3, pa.list_(pa.float32()))})
     pq.write_table(short, tmp_path / "forgetting.parquet")
-    with pytest.raises(ForgettingMatrixError, match="must have 5 values"):
+    with pytest.raises(ForgettingMatrixError, match="forgetting.parquet: task 'a' has 1 values; expected 5"):
         ForgettingMatrix.load(tmp_path)
 
     matrix.save(tmp_path)
+    other = pa.table({"example_id": ["d", "e", "f", "g", "h"]})
+    pq.write_table(other, tmp_path / "examples.parquet")
+    with pytest.raises(ForgettingMatrixError, match="examples.parquet: the example ids do not match the example_ids_sha256"):
+        ForgettingMatrix.load(tmp_path)
     duplicated = pa.table({"example_id": ["d", "d", "e", "f", "g"]})
     pq.write_table(duplicated, tmp_path / "examples.parquet")
-    with pytest.raises(ForgettingMatrixError, match=r"m?.*example_ids must be unique"):
+    with pytest.raises(ForgettingMatrixError, match=r"examples.parquet: example_ids must be unique"):
         ForgettingMatrix.load(tmp_path)
 
 

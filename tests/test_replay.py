@@ -7,10 +7,10 @@ of Python's standard library.
 import numpy as np
 import pytest
 import torch
+from conftest import build_model, stdlib_corpus
 from datasets import Dataset
 from scipy import stats
 
-from conftest import build_model, stdlib_corpus
 from hf_forgetting import ReplayConfig, ReplayTrainer
 from hf_forgetting.replay import ReplaySampler, replay_probabilities
 from hf_forgetting.replay.schedule import draw_order

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from test_collect import configs, data_files  # noqa: F401  (the fixture is used by name)
 
 from hf_forgetting.collect import collect_forgetting_matrix
 from hf_forgetting.replay import ReplayConfig
 from hf_forgetting.replay.experiment import ReplayExperimentArguments, run_replay_experiment, summarize_runs
-
-from test_collect import configs, data_files  # noqa: F401  (the fixture is used by name)
 
 
 def test_experiment_runs_every_method_on_the_same_heldout_examples(data_files, tiny_checkpoint, tmp_path):  # noqa: F811

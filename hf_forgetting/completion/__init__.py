@@ -1,7 +1,12 @@
-"""Predicting a new task's forgetting row from a few measured entries (matrix and tensor completion)."""
+"""Predicting a new task's forgetting row from a few measured entries (matrix and tensor completion).
+
+Every predictor registers itself in :data:`PREDICTORS` under its ``name``; :func:`predictor_class`
+looks one up by name or class name. Importing this package loads numpy and safetensors only: a
+predictor that needs a model (the embedding baseline) imports it when used.
+"""
 
 from .additive import AdditivePredictor, ColumnMeanPredictor
-from .base import ForgettingPredictor, NotFittedError
+from .base import PREDICTORS, BiasedFactorsPredictor, ForgettingPredictor, NotFittedError, predictor_class
 from .embedding import EmbeddingSimilarityPredictor
 from .evaluation import evaluate_predictor, split_rows
 from .knn import KNNPredictor
@@ -9,19 +14,10 @@ from .logistic import LogisticMFPredictor
 from .mf import MFPredictor
 from .tensor import TensorPredictor
 
-PREDICTORS = {
-    "embedding": EmbeddingSimilarityPredictor,
-    "column_mean": ColumnMeanPredictor,
-    "additive": AdditivePredictor,
-    "knn": KNNPredictor,
-    "mf": MFPredictor,
-    "logistic_mf": LogisticMFPredictor,
-    "tensor": TensorPredictor,
-}
-
 __all__ = [
     "PREDICTORS",
     "AdditivePredictor",
+    "BiasedFactorsPredictor",
     "ColumnMeanPredictor",
     "EmbeddingSimilarityPredictor",
     "ForgettingPredictor",
@@ -31,5 +27,6 @@ __all__ = [
     "NotFittedError",
     "TensorPredictor",
     "evaluate_predictor",
+    "predictor_class",
     "split_rows",
 ]

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis import additive_fit
+from ..fits import additive_fit
 from .base import ForgettingPredictor
 
 
 class AdditivePredictor(ForgettingPredictor):
-    """``mu + b_i + b_j``: each example's forgettability plus the new task's strength.
+    """`mu + b_i + b_j`: each example's forgettability plus the new task's strength.
 
     Args:
-        reg: ridge shrinkage of the new task's offset toward 0 (in units of known entries).
+        reg (`float`, *optional*, defaults to `1.0`):
+            Ridge shrinkage of the new task's offset toward 0 (in units of known entries).
     """
 
+    name = "additive"
     config_fields = ("reg",)
 
     def __init__(self, reg: float = 1.0):
@@ -41,12 +43,14 @@ class AdditivePredictor(ForgettingPredictor):
         return {"mu": self.mu}
 
     def _load(self, arrays, state, source):
-        self.mu = float(state["mu"])
+        self.mu = self._finite_state(state, "mu", source)
         self.example_bias = self._expect(arrays, "example_bias", (len(self.example_ids),), source)
 
 
 class ColumnMeanPredictor(ForgettingPredictor):
     """Baseline that ignores the known entries: each example's mean forgetting over the training tasks."""
+
+    name = "column_mean"
 
     def _fit(self, values, matrix):
         with np.errstate(invalid="ignore"):

@@ -1,45 +1,61 @@
-"""The predictor API shared by every completion method.
+"""The predictor API shared by every completion method, and the one registry of predictors.
 
 A predictor is fitted once on the known rows of a forgetting matrix (``fit``); a new task is then
 folded in from the forgetting measured on a few upstream examples (``predict``), which returns the
-whole row aligned with the fitted matrix's ``example_ids``. ``save_pretrained`` writes
-``predictor.json`` (class, hyper-parameters, example ids) and ``model.safetensors`` (arrays);
-``from_pretrained`` reads them back. Nothing is pickled.
+whole row aligned with the fitted matrix's ``example_ids``. Every predictor takes the same arguments:
+side information that some methods use (example texts, the new task's name or inputs, the model a
+slice belongs to) is passed by keyword to all of them, and the others ignore it, so callers never
+branch on the class. ``save_pretrained`` / ``from_pretrained`` use the format of
+:mod:`hf_forgetting.format.predictor`; nothing is pickled.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import ForgettingMatrixError, PredictorFormatError, UnknownExampleError
 from ..files import atomic_write, atomic_write_text
-from ..matrix import ForgettingMatrix, ForgettingMatrixError, validate_ids
+from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, read_arrays, write_arrays
+from ..matrix import ForgettingMatrix
 
-CONFIG_FILE = "predictor.json"
-WEIGHTS_FILE = "model.safetensors"
-PREDICTOR_FORMAT_VERSION = 1
+# name -> class; every concrete subclass registers itself under its ``name``.
+PREDICTORS: dict[str, type[ForgettingPredictor]] = {}
 
 
 class NotFittedError(RuntimeError):
     """``predict`` or ``save_pretrained`` was called before ``fit``."""
 
 
-class ForgettingPredictor:
-    """Base class: subclasses set ``config_fields`` and implement ``_fit``, ``_fold_in`` and ``_arrays``."""
+def predictor_class(name: str) -> type[ForgettingPredictor]:
+    """The predictor registered as ``name`` (e.g. ``"mf"``) or with that class name (``"MFPredictor"``)."""
+    by_class = {cls.__name__: cls for cls in PREDICTORS.values()}
+    found = PREDICTORS.get(name) or by_class.get(name)
+    if found is None:
+        raise ValueError(f"Unknown predictor {name!r}; choose from {sorted(PREDICTORS)}")
+    return found
 
+
+class ForgettingPredictor:
+    """Base class of the predictors.
+
+    Subclasses set `name` (their registry key) and `config_fields`, and implement `_fit`, `_fold_in`,
+    `_arrays` and `_load` (and `_state` for small JSON state).
+    """
+
+    name: ClassVar[str | None] = None
     config_fields: ClassVar[tuple[str, ...]] = ()
-    registry: ClassVar[dict[str, type[ForgettingPredictor]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("abstract", False):
-            ForgettingPredictor.registry[cls.__name__] = cls
+        if cls.__dict__.get("name"):
+            PREDICTORS[cls.name] = cls
 
     def __init__(self):
         self.example_ids: list[str] | None = None
@@ -48,26 +64,73 @@ class ForgettingPredictor:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def fit(self, matrix: ForgettingMatrix) -> ForgettingPredictor:
-        """Fit on every observed entry of ``matrix`` (its rows are the known tasks). Returns self."""
-        if not isinstance(matrix, ForgettingMatrix):
-            raise TypeError(f"fit expects a ForgettingMatrix; got {type(matrix).__name__}")
+    def fit(
+        self,
+        data: ForgettingMatrix | Mapping[str, ForgettingMatrix],
+        *,
+        example_texts: Mapping[str, str] | None = None,
+    ) -> ForgettingPredictor:
+        """Fit on every observed entry of the known rows.
+
+        Args:
+            data (`ForgettingMatrix` or `Mapping[str, ForgettingMatrix]`):
+                The known tasks' rows; several matrices (one per base model or checkpoint, over the same
+                examples) only for predictors that model them jointly (`TensorPredictor`).
+            example_texts (`Mapping[str, str]`, *optional*):
+                Text of each upstream example, for predictors that use it (default: reloaded from the
+                sources the matrix's metadata names); ignored by the others.
+
+        Returns:
+            `self`.
+        """
+        matrix = self._one_matrix(data)
         if matrix.mask.sum() == 0:
             raise ValueError("Cannot fit on a matrix with no observed entries")
         self._set_examples(matrix.example_ids, matrix.metric)
         self._fit(matrix.values.astype(np.float64), matrix)
         return self
 
-    def predict(self, known_example_ids: Sequence[str], known_values) -> np.ndarray:
-        """The predicted forgetting of every example (``float32 [N]``, aligned with ``example_ids``)
-        for a new task whose forgetting was measured on ``known_example_ids``."""
+    def predict(
+        self,
+        known_example_ids: Sequence[str],
+        known_values,
+        *,
+        task: str | None = None,
+        model: str | None = None,
+        task_inputs: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """The predicted forgetting of every example for a new task measured on a few of them.
+
+        Args:
+            known_example_ids (`Sequence[str]`):
+                Upstream examples whose forgetting was measured for the new task.
+            known_values (`Sequence[float]`):
+                Their measured forgetting.
+            task (`str`, *optional*):
+                The new task's name, for predictors that use it (a task slice of `TensorPredictor`, or the
+                task whose inputs `EmbeddingSimilarityPredictor` reloads); ignored by the others.
+            model (`str`, *optional*):
+                The base model or checkpoint the row belongs to (`TensorPredictor`); ignored by the others.
+            task_inputs (`Sequence[str]`, *optional*):
+                A few inputs of the new task (`EmbeddingSimilarityPredictor`); ignored by the others.
+
+        Returns:
+            `np.ndarray` of float32 `[N]`, aligned with `example_ids`.
+        """
         columns, values = self.validate_known(known_example_ids, known_values)
         return self._fold_in(columns, values).astype(np.float32)
 
+    def column_indices(self, example_ids: Sequence[str]) -> np.ndarray:
+        """Column indices of ``example_ids`` in the fitted matrix."""
+        self._check_fitted()
+        unknown = [i for i in example_ids if i not in self._index]
+        if unknown:
+            raise UnknownExampleError(f"{len(unknown)} example id(s) are not in the fitted matrix, e.g. {unknown[:3]}")
+        return np.array([self._index[i] for i in example_ids], dtype=np.int64)
+
     def validate_known(self, known_example_ids: Sequence[str], known_values) -> tuple[np.ndarray, np.ndarray]:
         """Column indices and float64 values of the known entries; clear errors for bad input."""
-        if self.example_ids is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(matrix) or from_pretrained first")
+        self._check_fitted()
         ids = list(known_example_ids)
         values = np.asarray(known_values, dtype=np.float64).reshape(-1)
         if len(ids) != len(values):
@@ -76,14 +139,12 @@ class ForgettingPredictor:
             raise ValueError("At least one known entry is needed to fold in a new task")
         if len(ids) > len(self.example_ids):
             raise ValueError(f"Got {len(ids)} known entries but the matrix has only {len(self.example_ids)} examples")
-        unknown = [i for i in ids if i not in self._index]
-        if unknown:
-            raise KeyError(f"{len(unknown)} known example id(s) are not in the fitted matrix, e.g. {unknown[:3]}")
+        columns = self.column_indices(ids)
         if len(set(ids)) != len(ids):
             raise ValueError("Known example ids contain duplicates")
         if not np.isfinite(values).all():
             raise ValueError("Known values must be finite numbers (no NaN or infinity)")
-        return np.array([self._index[i] for i in ids], dtype=np.int64), values
+        return columns, values
 
     def get_config(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.config_fields}
@@ -91,23 +152,13 @@ class ForgettingPredictor:
     # -- persistence ----------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``predictor.json`` and ``model.safetensors`` into ``directory``."""
-        from safetensors.numpy import save_file
-
-        if self.example_ids is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; nothing to save")
+        """Write `predictor.json` and `model.safetensors` into `directory`, each atomically."""
+        self._check_fitted()
         directory = Path(directory)
-        arrays = {name: np.ascontiguousarray(array) for name, array in self._arrays().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(arrays, tmp))
-        config = {
-            "format_version": PREDICTOR_FORMAT_VERSION,
-            "predictor_class": type(self).__name__,
-            "config": self.get_config(),
-            "metric": self.metric,
-            "example_ids": self.example_ids,
-            "state": self._state(),
-        }
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=1))
+        arrays = self._arrays()
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: write_arrays(tmp, arrays))
+        header = PredictorHeader(type(self).__name__, self.get_config(), self.metric, self.example_ids, self._state())
+        atomic_write_text(directory / CONFIG_FILE, header.to_json())
         return directory
 
     def push_to_hub(
@@ -118,60 +169,70 @@ class ForgettingPredictor:
         branch: str | None = None,
         commit_message: str | None = None,
     ):
-        """Upload to a Hub dataset repo (``predictor.json``, ``model.safetensors`` and a dataset
-        card) in one commit, replacing what the repo held. Returns the ``CommitInfo``."""
-        import tempfile
+        """Upload to a Hub dataset repo (`predictor.json`, `model.safetensors` and a card) in one commit.
 
-        from ..hub import predictor_card, push_folder
+        The three files replace those of an earlier predictor; nothing is deleted, and a repo that holds
+        a matrix is refused. Returns the `CommitInfo`.
+        """
+        from ..hub.cards import predictor_card
+        from ..hub.predictor_repo import push_predictor_folder
 
         with tempfile.TemporaryDirectory(prefix="hf-forgetting-predictor-") as folder:
             self.save_pretrained(folder)
+            card = predictor_card(type(self).__name__, self.get_config(), self.metric, len(self.example_ids), repo_id)
             message = commit_message or f"Upload {type(self).__name__}"
-            card = predictor_card(self, repo_id)
-            return push_folder(Path(folder), repo_id, card, token, private, branch, message)
+            return push_predictor_folder(Path(folder), repo_id, card, token, private, branch, message)
 
     @classmethod
     def from_pretrained(
         cls, path_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None
     ) -> ForgettingPredictor:
-        """Load a predictor saved with :meth:`save_pretrained` from a local folder or pushed with
-        :meth:`push_to_hub` to a Hub dataset repo (call it on the base class to accept any kind)."""
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        """Load a predictor from a folder written by `save_pretrained` or a Hub repo written by `push_to_hub`.
 
+        Call it on the base class to accept any kind, or on a subclass to require that kind. A string
+        `user/name` that is not an existing folder is a Hub repo id.
+        """
         directory = Path(path_or_repo_id)
         if _looks_like_repo_id(path_or_repo_id) and not directory.exists():
-            from ..hub import download_predictor
+            from ..hub.predictor_repo import download_predictor
 
-            directory = download_predictor(str(path_or_repo_id), (CONFIG_FILE, WEIGHTS_FILE), revision, token)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+            directory = download_predictor(str(path_or_repo_id), revision, token)
+        config_path = directory / CONFIG_FILE
         try:
-            config = json.loads(config_path.read_text())
+            text = config_path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"{config_path}: file not found (is this a saved predictor?)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{config_path}: not valid JSON ({error})") from None
-        name = config.get("predictor_class") if isinstance(config, dict) else None
-        if config.get("format_version") != PREDICTOR_FORMAT_VERSION or name not in cls.registry:
-            raise ValueError(f"{config_path}: not a predictor this version can read (class {name!r})")
-        subclass = cls.registry[name]
+        header = PredictorHeader.from_json(text, str(config_path))
+        try:
+            subclass = predictor_class(header.predictor_class)
+        except ValueError:
+            raise PredictorFormatError(f"{config_path}: not a predictor this version can read (class {header.predictor_class!r})") from None
         if not issubclass(subclass, cls):
-            raise ValueError(f"{config_path}: holds a {name}, not a {cls.__name__}")
+            raise PredictorFormatError(f"{config_path}: holds a {subclass.__name__}, not a {cls.__name__}")
+        arrays = read_arrays(directory / WEIGHTS_FILE)
         try:
-            arrays = load_file(str(weights_path))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{weights_path}: file not found") from None
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"{weights_path}: cannot read ({error})") from None
-        try:
-            predictor = subclass(**config["config"])
-            predictor._set_examples(validate_ids(config["example_ids"], "example_ids"), config["metric"])
-            predictor._load(arrays, config.get("state", {}), str(weights_path))
-        except (TypeError, KeyError, AttributeError, ForgettingMatrixError) as error:
-            raise ValueError(f"{directory}: malformed predictor files ({type(error).__name__}: {error})") from None
+            predictor = subclass(**header.config)
+            predictor._set_examples(header.example_ids, header.metric)
+            predictor._load(arrays, header.state, str(directory / WEIGHTS_FILE))
+        except (TypeError, KeyError, AttributeError, ValueError, ForgettingMatrixError) as error:
+            raise PredictorFormatError(f"{directory}: malformed predictor files ({type(error).__name__}: {error})") from None
         return predictor
 
     # -- for subclasses -------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if self.example_ids is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(matrix) or from_pretrained first")
+
+    def _one_matrix(self, data) -> ForgettingMatrix:
+        """The single matrix this predictor fits (a mapping of one model's matrix is accepted)."""
+        if isinstance(data, Mapping) and len(data) == 1:
+            data = next(iter(data.values()))
+        if isinstance(data, Mapping):
+            raise TypeError(f"{type(self).__name__} fits one matrix; TensorPredictor fits several models jointly")
+        if not isinstance(data, ForgettingMatrix):
+            raise TypeError(f"fit expects a ForgettingMatrix; got {type(data).__name__}")
+        return data
 
     def _set_examples(self, example_ids: Sequence[str], metric: str) -> None:
         self.example_ids, self.metric = list(example_ids), metric
@@ -204,6 +265,13 @@ class ForgettingPredictor:
             raise ValueError(f"{source}: tensor {name!r} contains NaN or infinity")
         return array.astype(np.float64)
 
+    def _finite_state(self, state: dict[str, Any], name: str, source: str) -> float:
+        """``state[name]`` as a finite float."""
+        value = state.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{source}: state {name!r} must be a finite number; got {value!r}")
+        return float(value)
+
 
 def _looks_like_repo_id(name) -> bool:
     """``user/name`` given as a string (a ``Path`` or an absolute or relative path is a folder)."""
@@ -211,10 +279,24 @@ def _looks_like_repo_id(name) -> bool:
 
 
 class BiasedFactorsPredictor(ForgettingPredictor):
-    """Shared storage of models with a global mean, task / example biases and rank-``rank`` factors."""
+    """Shared storage of models with a global mean, task / example biases and rank-`rank` factors.
 
-    abstract = True
+    Such a model also places a new task among the known ones: `task_position` is its `[bias, factors]`.
+    """
+
     rank: int
+
+    def task_parameters(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def task_position(self, known_example_ids: Sequence[str], known_values) -> np.ndarray:
+        """The new task's `[bias, factors]` in the space of the known tasks' `[task_bias, task_factors]`."""
+        columns, values = self.validate_known(known_example_ids, known_values)
+        return self.task_parameters(columns, values)
+
+    def known_task_positions(self) -> np.ndarray:
+        """`[bias, factors]` of each known task, one row each."""
+        return np.hstack([self.task_bias[:, None], self.task_factors])
 
     def _arrays(self):
         return {
@@ -229,7 +311,7 @@ class BiasedFactorsPredictor(ForgettingPredictor):
 
     def _load(self, arrays, state, source):
         n = len(self.example_ids)
-        self.mu = float(state["mu"])
+        self.mu = self._finite_state(state, "mu", source)
         self.example_bias = self._expect(arrays, "example_bias", (n,), source)
         self.example_factors = self._expect(arrays, "example_factors", (n, self.rank), source)
         self.task_bias = self._expect(arrays, "task_bias", (None,), source)

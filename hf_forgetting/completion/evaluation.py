@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import UnknownExampleError
 from ..matrix import ForgettingMatrix
 from .base import ForgettingPredictor
 
@@ -24,7 +25,7 @@ def split_rows(matrix: ForgettingMatrix, test_tasks: Sequence[str]) -> tuple[For
     """``(train, test)`` matrices: ``test`` holds the rows of ``test_tasks``, ``train`` the others."""
     unknown = sorted(set(test_tasks) - set(matrix.task_ids))
     if unknown:
-        raise KeyError(f"test tasks not in the matrix: {unknown}")
+        raise UnknownExampleError(f"test tasks not in the matrix: {unknown}")
     if not test_tasks or len(set(test_tasks)) == len(matrix.task_ids):
         raise ValueError("test_tasks must name at least one task and leave at least one for training")
     test_rows = [matrix.task_ids.index(t) for t in test_tasks]
@@ -91,15 +92,13 @@ def evaluate_predictor(
     Returns ``{"predictor", "k", "fit_seconds", "fold_in_ms", "metrics": {name: mean}, "std": {...},
     "per_task": {task: {name: mean over seeds}}}``. For ``em_drop`` matrices the binary metrics use
     ``threshold`` (default 0.5, for probabilities); for NLL matrices ``threshold`` defaults to 0.
-    Text-based baselines (``requires_task_texts``) also get ``example_texts`` ({example id: text}) at
-    fit time and ``task_texts[task]`` (a few inputs of the task) at prediction time.
+    Every predictor gets the same side information (those that do not use it ignore it): the test task's
+    name, and, when given, ``example_texts`` ({example id: text}) at fit time and ``task_texts[task]``
+    (a few inputs of the task) at prediction time.
     """
     train, test = split_rows(matrix, test_tasks)
-    uses_texts = getattr(predictor, "requires_task_texts", False)
-    if uses_texts and (example_texts is None or task_texts is None):
-        raise ValueError(f"{type(predictor).__name__} needs example_texts and task_texts")
     started = time.perf_counter()
-    predictor.fit(train, example_texts=example_texts) if uses_texts else predictor.fit(train)
+    predictor.fit(train, example_texts=example_texts)
     fit_seconds = time.perf_counter() - started
     binary = matrix.metric == "em_drop"
     cut = threshold if threshold is not None else (0.5 if binary else 0.0)
@@ -115,10 +114,8 @@ def evaluate_predictor(
             hidden = np.setdiff1d(observed, known)
             started = time.perf_counter()
             known_ids = [matrix.example_ids[j] for j in known]
-            if uses_texts:
-                prediction = predictor.predict(known_ids, test.values[row, known], task_texts=task_texts[task])
-            else:
-                prediction = predictor.predict(known_ids, test.values[row, known])
+            inputs = task_texts.get(task) if task_texts else None
+            prediction = predictor.predict(known_ids, test.values[row, known], task=task, task_inputs=inputs)
             fold_in.append(time.perf_counter() - started)
             truth, guess = test.values[row, hidden].astype(np.float64), prediction[hidden].astype(np.float64)
             record = {"rmse": float(np.sqrt(np.mean((truth - guess) ** 2))), "top1pct_precision": top_fraction_precision(truth, guess)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis import additive_fit
+from ..fits import additive_fit
 from .base import ForgettingPredictor
 
 
@@ -18,10 +18,13 @@ class KNNPredictor(ForgettingPredictor):
     weight ~1, and the prediction collapses to the additive baseline (the residuals average to 0).
 
     Args:
-        k: number of neighbours.
-        reg: shrinkage of the new task's additive offset (see AdditivePredictor).
+        k (`int`, *optional*, defaults to `40`):
+            Number of neighbours.
+        reg (`float`, *optional*, defaults to `1.0`):
+            Shrinkage of the new task's additive offset (see `AdditivePredictor`).
     """
 
+    name = "knn"
     config_fields = ("k", "reg")
 
     def __init__(self, k: int = 40, reg: float = 1.0):
@@ -66,7 +69,8 @@ class KNNPredictor(ForgettingPredictor):
         return {"mu": self.mu, "residual_variance": self.residual_variance}
 
     def _load(self, arrays, state, source):
-        self.mu, self.residual_variance = float(state["mu"]), float(state["residual_variance"])
+        self.mu = self._finite_state(state, "mu", source)
+        self.residual_variance = self._finite_state(state, "residual_variance", source)
         self.example_bias = self._expect(arrays, "example_bias", (len(self.example_ids),), source)
         residuals = arrays.get("residuals")
         if residuals is None or residuals.ndim != 2 or residuals.shape[1] != len(self.example_ids):

@@ -22,6 +22,7 @@ class LogisticMFPredictor(BiasedFactorsPredictor):
     rank: latent factors. reg: L2 strength. steps / learning_rate: Adam schedule. seed: initialisation.
     """
 
+    name = "logistic_mf"
     config_fields = ("rank", "reg", "steps", "learning_rate", "seed")
 
     def __init__(self, rank: int = 5, reg: float = 1e-3, steps: int = 500, learning_rate: float = 0.05, seed: int = 0):

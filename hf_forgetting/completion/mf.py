@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis import additive_fit
+from ..fits import additive_fit
 from .base import BiasedFactorsPredictor
 
 
@@ -33,6 +33,7 @@ class MFPredictor(BiasedFactorsPredictor):
         seed: initialisation of the example factors.
     """
 
+    name = "mf"
     config_fields = ("rank", "reg", "iterations", "seed")
 
     def __init__(self, rank: int = 5, reg: float = 0.1, iterations: int = 30, seed: int = 0):

@@ -18,10 +18,18 @@ from .base import ForgettingPredictor
 
 
 class TensorPredictor(ForgettingPredictor):
-    """Args:
-    rank: CP rank. reg: ridge pull of a folded-in slice toward its CP prior. iterations: CP ALS sweeps.
+    """Masked CP completion of a model x task x example tensor.
+
+    Args:
+        rank (`int`, *optional*, defaults to `5`):
+            CP rank.
+        reg (`float`, *optional*, defaults to `1.0`):
+            Ridge pull of a folded-in slice toward its CP prior.
+        iterations (`int`, *optional*, defaults to `200`):
+            CP ALS sweeps.
     """
 
+    name = "tensor"
     config_fields = ("rank", "reg", "iterations")
 
     def __init__(self, rank: int = 5, reg: float = 1.0, iterations: int = 200):
@@ -32,13 +40,14 @@ class TensorPredictor(ForgettingPredictor):
         self.model_names: list[str] = []
         self.task_names: list[str] = []
 
-    def fit(self, matrices: Mapping[str, ForgettingMatrix] | ForgettingMatrix) -> TensorPredictor:
-        """Fit on ``{model_name: ForgettingMatrix}`` (or one matrix, as a single model named "model")."""
+    def fit(
+        self, data: Mapping[str, ForgettingMatrix] | ForgettingMatrix, *, example_texts: Mapping[str, str] | None = None
+    ) -> TensorPredictor:
+        """Fit on `{model_name: ForgettingMatrix}` (or one matrix, as a single model named "model")."""
         import tensorly as tl
         from tensorly.decomposition import parafac
 
-        if isinstance(matrices, ForgettingMatrix):
-            matrices = {"model": matrices}
+        matrices = {"model": data} if isinstance(data, ForgettingMatrix) else data
         if not matrices:
             raise ValueError("TensorPredictor.fit needs at least one matrix")
         first = next(iter(matrices.values()))
@@ -74,18 +83,24 @@ class TensorPredictor(ForgettingPredictor):
         return a * b
 
     def predict(
-        self, known_example_ids: Sequence[str], known_values, model: str | None = None, task: str | None = None
+        self,
+        known_example_ids: Sequence[str],
+        known_values,
+        *,
+        task: str | None = None,
+        model: str | None = None,
+        task_inputs: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """The row of (``model``, ``task``) from its known entries and, where known, the other slices."""
+        """The row of (`model`, `task`) from its known entries and, where known, the other slices."""
         columns, values = self.validate_known(known_example_ids, known_values)
+        return self._fold_in(columns, values, self.prior(model, task)).astype(np.float32)
+
+    def _fold_in(self, columns, values, prior=None):
         design = self.example_factors[columns]
-        w0 = self.prior(model, task)
+        w0 = self.prior(None, None) if prior is None else prior
         gram = design.T @ design + self.reg * np.eye(design.shape[1])
         weights = np.linalg.solve(gram, design.T @ (values - self.mu) + self.reg * w0)
-        return (self.mu + self.example_factors @ weights).astype(np.float32)
-
-    def _fold_in(self, columns, values):  # used by evaluate_predictor through predict() without names
-        return self.predict([self.example_ids[c] for c in columns], values)
+        return self.mu + self.example_factors @ weights
 
     def _arrays(self):
         return {
@@ -98,7 +113,7 @@ class TensorPredictor(ForgettingPredictor):
         return {"mu": self.mu, "model_names": self.model_names, "task_names": self.task_names}
 
     def _load(self, arrays, state, source):
-        self.mu = float(state["mu"])
+        self.mu = self._finite_state(state, "mu", source)
         self.model_names, self.task_names = list(state["model_names"]), list(state["task_names"])
         self.example_factors = self._expect(arrays, "example_factors", (len(self.example_ids), None), source)
         rank = self.example_factors.shape[1]

@@ -20,13 +20,14 @@ import numpy as np
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..collect import collect_settings, load_matrix_upstream, task_filename
-from ..completion import PREDICTORS
+from ..completion import predictor_class
 from ..completion.evaluation import default_test_tasks, split_rows
-from ..data import load_task
+from ..data.arguments import TaskArguments, from_settings
+from ..data.matrix_sources import collect_settings, load_matrix_upstream
 from ..files import atomic_write_text
+from ..format.collect_rows import task_filename
 from ..matrix import ForgettingMatrix
-from ..modeling import resolve_model_path
+from ..modeling import load_model_and_tokenizer, resolve_model_path
 from ..scoring import score_examples
 from .trainer import ReplayTrainer, heldout_rows
 
@@ -57,17 +58,16 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     output_dir = Path(replay_args.output_dir)
     with state.main_process_first():
         upstream = load_matrix_upstream(matrix)
-        model_path = resolve_model_path(model_args.model_name_or_path or matrix.metadata["base_model"])
+        if model_args.model_name_or_path is None:
+            model_args = dataclasses.replace(model_args, model_name_or_path=matrix.metadata["base_model"])
+        resolve_model_path(model_args.model_name_or_path)  # converts the embedded model once, on the main process
     heldout = heldout_rows(len(upstream), replay_args.replay_heldout_size, replay_args.replay_seed)
     heldout_set = upstream.select(heldout)
     score_length = settings["score_max_length"]
     test_tasks = args.test_tasks or default_test_tasks(matrix, args.num_test_tasks / len(matrix.task_ids))
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     def load():
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        return AutoModelForCausalLM.from_pretrained(model_path), tokenizer
+        return load_model_and_tokenizer(model_args)
 
     base_path = output_dir / "heldout_base_scores.json"
     if base_path.exists():
@@ -93,12 +93,9 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         elif method == "predicted":
             rng = np.random.default_rng([replay_args.replay_seed, matrix.task_ids.index(task)])
             known = rng.choice(len(truth), size=args.known_entries, replace=False)
-            predictor = PREDICTORS[args.predictor]().fit(train)
+            predictor = predictor_class(args.predictor)().fit(train)
             scores = predictor.predict([matrix.example_ids[j] for j in known], truth[known])
-        task_data = load_task(
-            task, None, settings["task_seed"], settings["task_split"],
-            prompt_field=settings.get("task_prompt_field"), completion_field=settings.get("task_completion_field"),
-        )
+        task_data = from_settings(TaskArguments, settings).load_task(task, max_examples=None)
         n_train = settings["max_train_examples"] or len(task_data)
         train_data = task_data.select(range(min(n_train, len(task_data))))
         eval_data = task_data.select(range(len(train_data), min(len(task_data), len(train_data) + args.task_eval_examples)))

@@ -66,6 +66,7 @@ class ReplayTrainer(SFTTrainer):
             raise TypeError("ReplayTrainer needs args=ReplayConfig(...) (an SFTConfig with replay settings)")
         super().__init__(*args, **kwargs)
         self.replay_sampler: ReplaySampler | None = None
+        self._adaptive: _AdaptiveReplayCallback | None = None
         self.heldout_ids: list[str] = []
         self.replay_ids: list[str] = []
         if args_.replay_strategy == "none":
@@ -86,8 +87,9 @@ class ReplayTrainer(SFTTrainer):
             selection=args_.replay_selection,
             scores=scores,
         )
-        if args_.replay_strategy in ("online", "mir"):
-            self.add_callback(_AdaptiveReplayCallback(self))
+        self._adaptive = _AdaptiveReplayCallback(self) if args_.replay_strategy in ("online", "mir") else None
+        if self._adaptive is not None:
+            self.add_callback(self._adaptive)
         self.add_callback(_ReplayStateCallback(self))
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -117,8 +119,7 @@ class ReplayTrainer(SFTTrainer):
         if replay_scores is None and predictor is not None and known is not None:
             self._check_predictor_covers(predictor)
             row = predictor.predict(*known)
-            index = {example_id: column for column, example_id in enumerate(predictor.example_ids)}
-            replay_scores = np.array([row[index[i]] for i in self._all_replay_ids])
+            replay_scores = row[predictor.column_indices(self._all_replay_ids)]
         if replay_scores is None:
             raise ValueError(
                 f"replay_strategy={strategy!r} needs replay_scores, or replay_predictor with replay_known=(ids, values)"
@@ -166,10 +167,28 @@ class ReplayTrainer(SFTTrainer):
             state_path = Path(checkpoint) / REPLAY_STATE_FILE if checkpoint else None
             if state_path is None or not state_path.exists():
                 raise FileNotFoundError(f"No {REPLAY_STATE_FILE} in checkpoint {checkpoint}: cannot resume the replay schedule")
-            state = json.loads(state_path.read_text())
-            self.replay_sampler.load_state_dict(state["sampler"])
-            self._resumed_base_scores = state.get("base_scores")
+            self.load_replay_state(json.loads(state_path.read_text()))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # -- replay state (saved beside each checkpoint) ----------------------------------------------
+    # Not a transformers `ExportableState` callback: Trainer restores those by constructing a new
+    # callback from JSON arguments, which cannot hold the sampler this trainer owns; and the sampler
+    # must be restored before the dataloader iterates. Like the RNG state, it is a file of the checkpoint.
+
+    def replay_state(self) -> dict:
+        """The replay schedule's state and, for adaptive strategies, their measurements (JSON)."""
+        adaptive = None if self._adaptive is None else self._adaptive.state_dict()
+        return {"sampler": self.replay_sampler.state_dict(), "adaptive": adaptive}
+
+    def load_replay_state(self, state: dict) -> None:
+        """Restore what :meth:`replay_state` returned (also reads files written before "adaptive" existed)."""
+        self.replay_sampler.load_state_dict(state["sampler"])
+        adaptive = state.get("adaptive") or {"base_scores": state.get("base_scores")}
+        if self._adaptive is not None:
+            self._adaptive.load_state_dict(adaptive)
+
+    def save_replay_state(self, checkpoint_dir: str | Path) -> Path:
+        return atomic_write_text(Path(checkpoint_dir) / REPLAY_STATE_FILE, json.dumps(self.replay_state()))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.replay_loss_weighting == "token":
@@ -184,33 +203,35 @@ class ReplayTrainer(SFTTrainer):
         loss = per_sequence[counts > 0].mean()
         return (loss, outputs) if return_outputs else loss
 
-    # -- adaptive strategies --------------------------------------------------------------------
+    # -- the replay pool ----------------------------------------------------------------------------
 
-    def _replay_examples(self, rows: Sequence[int]) -> list[dict]:
+    @property
+    def replay_pool_size(self) -> int:
+        """Number of replayable upstream examples (the sampler's replay rows)."""
+        return len(self._replayable)
+
+    def replay_examples(self, rows: Sequence[int]) -> list[dict]:
+        """The upstream examples of replay rows ``rows`` (indices into :attr:`replay_ids`)."""
         return [self._replay_source[self._replayable[r]] for r in rows]
 
-    def _score_rows(self, rows: Sequence[int]) -> np.ndarray:
+    def score_replay_rows(self, rows: Sequence[int]) -> np.ndarray:
+        """Mean token NLL of replay rows ``rows`` under the model as it is now (the scorer's masks)."""
         model = self.accelerator.unwrap_model(self.model)
         return score_examples(
-            model, self.processing_class, self._replay_examples(rows), max_length=self.args.max_length,
+            model, self.processing_class, self.replay_examples(rows), max_length=self.args.max_length,
             batch_size=self.args.per_device_eval_batch_size, show_progress=False,
         )
 
 
 class _ReplayStateCallback(TrainerCallback):
-    """Writes the sampler state into every checkpoint, for exact resumption."""
+    """Writes the trainer's replay state into every checkpoint, for exact resumption."""
 
     def __init__(self, trainer: ReplayTrainer):
         self.trainer = trainer
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            adaptive = next((c for c in self.trainer.callback_handler.callbacks if isinstance(c, _AdaptiveReplayCallback)), None)
-            base = None if adaptive is None or adaptive.base_scores is None else adaptive.base_scores.tolist()
-            state = {"sampler": self.trainer.replay_sampler.state_dict(), "base_scores": base}
-            atomic_write_text(folder / REPLAY_STATE_FILE, json.dumps(state))
+            self.trainer.save_replay_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
 class _AdaptiveReplayCallback(TrainerCallback):
@@ -219,27 +240,35 @@ class _AdaptiveReplayCallback(TrainerCallback):
     def __init__(self, trainer: ReplayTrainer):
         self.trainer = trainer
         self.base_scores: np.ndarray | None = None
+        self.resumed = False
         self.probe_rows: np.ndarray | None = None
         self.switched = False
 
+    def state_dict(self) -> dict:
+        return {"base_scores": None if self.base_scores is None else self.base_scores.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Base-model NLLs measured before the first update of the original run, reused on resumption."""
+        if state.get("base_scores") is not None:
+            self.base_scores = np.asarray(state["base_scores"], dtype=np.float64)
+            self.resumed = True
+
     def _pool_sample(self, size: int, salt: int) -> np.ndarray:
-        trainer = self.trainer
-        rng = np.random.default_rng([trainer.args.replay_seed, 11, salt])
-        return np.sort(rng.choice(len(trainer._replayable), size=min(size, len(trainer._replayable)), replace=False))
+        pool = self.trainer.replay_pool_size
+        rng = np.random.default_rng([self.trainer.args.replay_seed, 11, salt])
+        return np.sort(rng.choice(pool, size=min(size, pool), replace=False))
 
     def on_train_begin(self, args, state, control, **kwargs):
         trainer = self.trainer
         self.switched = len(trainer.replay_sampler.switches) > 1  # resumed after the online switch
-        resumed = getattr(trainer, "_resumed_base_scores", None)
         if args.replay_strategy == "online":
             self.probe_rows = self._pool_sample(args.online_num_probe, 0)
-        if resumed is not None:  # base-model NLLs measured before the first update of the original run
-            self.base_scores = np.asarray(resumed, dtype=np.float64)
+        if self.resumed:
             return
         if args.replay_strategy == "online":
-            self.base_scores = trainer._score_rows(self.probe_rows)  # before any update: the base model
+            self.base_scores = trainer.score_replay_rows(self.probe_rows)  # before any update: the base model
         else:  # MIR compares candidates with their base-model NLL: measure the whole pool once
-            self.base_scores = trainer._score_rows(range(len(trainer._replayable)))
+            self.base_scores = trainer.score_replay_rows(range(trainer.replay_pool_size))
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
@@ -247,15 +276,15 @@ class _AdaptiveReplayCallback(TrainerCallback):
             switch_step = max(1, math.ceil(args.online_warmup_fraction * state.max_steps))
             if self.switched or state.global_step < switch_step:
                 return
-            forgetting = trainer._score_rows(self.probe_rows) - self.base_scores
+            forgetting = trainer.score_replay_rows(self.probe_rows) - self.base_scores
             known_ids = [trainer.replay_ids[r] for r in self.probe_rows]
             row = trainer.replay_predictor.predict(known_ids, forgetting)
-            index = {example_id: column for column, example_id in enumerate(trainer.replay_predictor.example_ids)}
-            trainer.replay_sampler.set_scores(np.array([row[index[i]] for i in trainer.replay_ids]))
+            columns = trainer.replay_predictor.column_indices(trainer.replay_ids)
+            trainer.replay_sampler.set_scores(row[columns])
             self.switched = True
         elif state.global_step % args.mir_refresh_steps == 0:
             candidates = self._pool_sample(args.mir_candidates, state.global_step)
-            forgetting = trainer._score_rows(candidates) - self.base_scores[candidates]
-            scores = np.full(len(trainer._replayable), -np.inf)
+            forgetting = trainer.score_replay_rows(candidates) - self.base_scores[candidates]
+            scores = np.full(trainer.replay_pool_size, -np.inf)
             scores[candidates] = forgetting  # only fresh candidates; the most forgotten come first
             trainer.replay_sampler.set_scores(scores)

@@ -22,7 +22,9 @@ from hf_forgetting.explorer import ExplorerInputError
 
 HERE = Path(__file__).resolve().parent
 SHIPPED_MATRIX = HERE / "data" / "smollm2-135m-instruct-demo"  # the demo matrix of `make demo`: numbers and ids only
-WORKSPACES = explorer.WorkspaceCache(default_dir=SHIPPED_MATRIX)
+# "embedded" opens the first of these that holds a matrix: a fresh `make demo` in this checkout, else the shipped one.
+EMBEDDED_DIRS = [HERE.parent.parent / "outputs" / "smollm2-135m-instruct" / "collect-demo" / "matrix", SHIPPED_MATRIX]
+WORKSPACES = explorer.WorkspaceCache(embedded_dirs=EMBEDDED_DIRS)
 PREDICTION_HEADERS = ["rank", "example_id", "predicted", "text"]
 EXAMPLE_TASK_INPUTS = "What is the capital of France?\nWho wrote Pride and Prejudice?\nWhen did the Berlin Wall fall?"
 
