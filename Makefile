@@ -5,9 +5,8 @@ VENV ?= .venv
 # e.g. `make install TORCH=torch==2.13.0` with your CUDA index configured.
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
-DEMO_RECIPE ?= recipes/smollm2-135m-instruct/collect/config_demo.yaml
 
-.PHONY: install demo demo-replay test test-fast bench space clean-demo
+.PHONY: install demo demo-replay test test-fast lint bench space space-wheel clean-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,20 +22,21 @@ install: $(VENV)/.installed
 
 DEMO_DIR ?= outputs/smollm2-135m-instruct/collect-demo
 
+# The same as `hf-forgetting demo` after a plain `pip install`: collect, analyze, evaluate, fit.
 demo: install
-	$(VENV)/bin/hf-forgetting collect --config $(DEMO_RECIPE)
-	$(VENV)/bin/hf-forgetting analyze $(DEMO_DIR)/matrix --output_dir $(DEMO_DIR)/analysis
-	$(VENV)/bin/hf-forgetting evaluate $(DEMO_DIR)/matrix --output $(DEMO_DIR)/evaluation.json
-	$(VENV)/bin/hf-forgetting fit $(DEMO_DIR)/matrix --predictor mf --output_dir outputs/smollm2-135m-instruct/predictor
+	$(VENV)/bin/hf-forgetting demo --output_root outputs/smollm2-135m-instruct
 
 # The replay experiment on the demo matrix (6 held-out tasks x 4 methods, about 30 min on 2 CPU cores).
 demo-replay: demo
 	$(VENV)/bin/hf-forgetting replay-experiment --config recipes/smollm2-135m-instruct/replay/config_experiment.yaml
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
-test-fast: install
+test-fast: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not integration and not slow"
 
 bench: install
@@ -49,6 +49,11 @@ bench: install
 # The forgetting-explorer Space on http://127.0.0.1:7860 (the demo matrix it ships needs no `make demo`).
 space: install
 	$(PY) spaces/forgetting-explorer/app.py
+
+# The wheel the Space's requirements.txt installs (upload it with the Space's files).
+space-wheel: install
+	rm -f spaces/forgetting-explorer/*.whl
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w spaces/forgetting-explorer .
 
 clean-demo:
 	rm -rf outputs/smollm2-135m-instruct/collect-demo

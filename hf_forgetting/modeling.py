@@ -99,8 +99,8 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
 
     Args:
         model_args (`trl.ModelConfig` or `str`, *optional*):
-            Honoured: `model_name_or_path` (default: the embedded model), `model_revision`, `dtype`,
-            `attn_implementation` and `trust_remote_code`. LoRA settings (`use_peft`, `lora_*`) are applied
+            Honoured: `model_name_or_path` (default: the embedded model), `model_revision`, `dtype` and
+            `attn_implementation`; remote code is never run. LoRA settings (`use_peft`, `lora_*`) are applied
             by the trainer through :func:`peft_config`. A plain string is a model name with default settings.
         device (`torch.device` or `str`, *optional*):
             Where to put the model (default: where `from_pretrained` puts it).
@@ -115,7 +115,7 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
 
         model_args = ModelConfig(model_name_or_path=model_args)
     path = resolve_model_path(model_args.model_name_or_path or EMBEDDED_MODEL)
-    kwargs = {"revision": model_args.model_revision, "trust_remote_code": model_args.trust_remote_code}
+    kwargs = {"revision": model_args.model_revision}
     if model_args.dtype not in (None, "auto"):
         import torch
 
@@ -126,9 +126,7 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise ModelNotFoundError(f"Cannot load the model {model_args.model_name_or_path!r}: {str(error).splitlines()[0]}") from None
-    tokenizer = AutoTokenizer.from_pretrained(
-        path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
-    )
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return (model if device is None else model.to(device)), tokenizer

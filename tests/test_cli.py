@@ -96,7 +96,7 @@ def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
     (tmp_path / "scores.csv").write_text("example_id,score\n" + "".join(f"doc/{i},{i / 10}\n" for i in range(8)))
     argv = [
         "train", "--task", str(tmp_path / "task.jsonl"), "--upstream_dataset", str(tmp_path / "upstream.jsonl"),
-        "--num_upstream_examples", "8", "--replay_scores_file", str(tmp_path / "scores.csv"),
+        "--num_upstream_examples", "8", "--max_train_examples", "16", "--replay_scores_file", str(tmp_path / "scores.csv"),
         "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
         "--per_device_train_batch_size", "4", "--bf16", "false", "--gradient_checkpointing", "false",
         "--use_cpu", "true", "--report_to", "none", "--replay_ratio", "0.5", "--replay_heldout_size", "2",
@@ -108,3 +108,47 @@ def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
     (tmp_path / "scores.csv").write_text("example_id,score\ndoc/0,0.1\n")
     assert cli.main(argv) == 1
     assert "no score for 7 upstream examples" in capsys.readouterr().err
+
+
+def test_train_stage_honours_the_model_settings_of_the_recipe(tiny_checkpoint, tmp_path):
+    """`dtype` (and the other ModelConfig fields) reach the one model loader: a bf16 recipe trains a bf16 model."""
+    import json
+
+    from safetensors import safe_open
+
+    (tmp_path / "task.jsonl").write_text("".join(
+        json.dumps({"prompt": f"Spell {w}:", "completion": f" {' '.join(w)}"}) + "\n" for w in ["tree", "river", "stone"] * 3))
+    (tmp_path / "upstream.jsonl").write_text("".join(
+        json.dumps({"example_id": f"doc/{i}", "text": f"Notes number {i} about rivers."}) + "\n" for i in range(6)))
+    (tmp_path / "recipe.yaml").write_text(
+        f"model_name_or_path: {tiny_checkpoint}\ndtype: bfloat16\ntask: {tmp_path / 'task.jsonl'}\n"
+        f"upstream_dataset: {tmp_path / 'upstream.jsonl'}\nnum_upstream_examples: 6\nmax_train_examples: 9\nreplay_strategy: random\n"
+        f"replay_heldout_size: 2\noutput_dir: {tmp_path / 'out'}\nmax_steps: 2\nper_device_train_batch_size: 3\n"
+        "bf16: false\ngradient_checkpointing: false\nuse_cpu: true\nreport_to: none\nmax_length: 32\n"
+    )
+    assert cli.main(["train", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as weights:
+        dtypes = {str(weights.get_tensor(name).dtype) for name in weights.keys()}
+    assert dtypes == {"torch.bfloat16"}
+
+
+def test_error_boundary_one_line_for_bad_input_traceback_for_bugs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken.yaml").write_text("matrix: [unclosed\n")
+    assert cli.main(["analyze", "--config", str(tmp_path / "broken.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hf-forgetting analyze: ") and err.count("\n") == 1 and "Traceback" not in err
+
+    def bug(argv):
+        return {}["a key that is a bug, not bad input"]
+
+    monkeypatch.setattr(cli, "_fit", bug)
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        cli.main(["fit", "whatever"])
+
+
+def test_demo_stage_is_listed_and_has_help(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["demo", "--help"])
+    assert stopped.value.code == 0 and "--output_root" in capsys.readouterr().out

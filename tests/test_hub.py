@@ -4,7 +4,6 @@ hostile repos. The matrices are synthetic (random numbers): these tests are abou
 
 import json
 import uuid
-
 from pathlib import Path
 
 import numpy as np

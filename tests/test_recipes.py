@@ -94,3 +94,13 @@ def test_each_recipe_folder_says_how_to_launch_it_and_what_it_costs(model):
     readme = (model / "README.md").read_text()
     assert "accelerate launch" in readme and "-m hf_forgetting" in readme
     assert "cost" in readme.lower()
+
+
+def test_embedded_recipes_ship_inside_the_package():
+    from hf_forgetting.recipes import recipe_path
+
+    packaged = recipe_path("collect", "config_demo.yaml")
+    assert packaged.parent.parent.parent.name == "recipes" and "hf_forgetting" in packaged.parts
+    assert (RECIPES / "smollm2-135m-instruct").resolve() == packaged.parent.parent.resolve()  # one copy, linked
+    with pytest.raises(FileNotFoundError, match="No packaged recipe 'collect/nope.yaml'"):
+        recipe_path("collect", "nope.yaml")

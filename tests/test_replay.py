@@ -249,7 +249,7 @@ def test_mir_picks_the_most_forgotten_candidate(tiny_tokenizer, tmp_path, monkey
                             processing_class=tiny_tokenizer, replay_dataset=upstream)
     # forgetting known by construction: current NLL = base NLL + row number / 100
     base = np.arange(15, dtype=float)
-    monkeypatch.setattr(trainer, "_score_rows", lambda rows: base[list(rows)] + (0 if not trained else np.array(list(rows)) / 100))
+    monkeypatch.setattr(trainer, "score_replay_rows", lambda rows: base[list(rows)] + (0 if not trained else np.array(list(rows)) / 100))
     trained = False
     callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "_AdaptiveReplayCallback")
     callback.on_train_begin(args, trainer.state, trainer.control)
