@@ -77,14 +77,14 @@ class FitArguments:
 @dataclass
 class PredictArguments:
     predictor: str = field(metadata={"help": "Folder of a saved predictor."})
-    known: str = field(default=None, metadata={"help": "CSV with columns example_id,value: the measured entries."})
+    known: str = field(metadata={"help": "CSV with columns example_id,value: the measured entries."})
     output: str = field(default="predicted_forgetting.csv", metadata={"help": "CSV to write: example_id,predicted."})
 
 
 @dataclass
 class PushArguments:
-    folder: str = field(default=None, metadata={"help": "A saved matrix (or a collect output folder) or a saved predictor."})
-    repo_id: str = field(default=None, metadata={"help": "Hub dataset repo, 'user/name'."})
+    folder: str = field(metadata={"help": "A saved matrix (or a collect output folder) or a saved predictor."})
+    repo_id: str = field(metadata={"help": "Hub dataset repo, 'user/name'."})
     private: bool | None = field(default=None, metadata={"help": "Create the repo private (new repos only)."})
     branch: str | None = field(default=None, metadata={"help": "Branch to commit to (default: main)."})
     commit_message: str | None = field(default=None, metadata={"help": "Commit title (default: says what was added)."})
@@ -94,8 +94,8 @@ class PushArguments:
 
 @dataclass
 class PullArguments:
-    repo_id: str = field(default=None, metadata={"help": "Hub dataset repo holding a matrix or a predictor."})
-    folder: str = field(default=None, metadata={"help": "Where to save it (ForgettingMatrix.save / save_pretrained)."})
+    repo_id: str = field(metadata={"help": "Hub dataset repo holding a matrix or a predictor."})
+    folder: str = field(metadata={"help": "Where to save it (ForgettingMatrix.save / save_pretrained)."})
     revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit id (default: main)."})
     on_duplicate: str = field(default="error", metadata={"help": "Two contributions of one task: 'error' or 'first'."})
     token: str | None = field(default=None, metadata={"help": "Hub token, for private repos."})
@@ -187,8 +187,6 @@ def _predict(argv: list[str]) -> int:
     from .files import atomic_write_text
 
     args = _parse(PredictArguments, argv, "predict", positional="predictor")
-    if args.known is None:
-        raise ValueError("--known <csv with columns example_id,value> is required")
     known_ids, values = _read_csv_column(args.known, "example_id", "value")
     predictor = ForgettingPredictor.from_pretrained(args.predictor)
     predicted = predictor.predict(known_ids, values)
@@ -256,8 +254,6 @@ def _replay_experiment(argv: list[str]) -> int:
 
     parser = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig), prog="hf-forgetting replay-experiment")
     args, replay_args, model_args = parser.parse_args_and_config(argv)
-    if args.matrix is None:
-        raise ValueError("--matrix is required")
     run_replay_experiment(args, replay_args, model_args)
     return 0
 
@@ -272,8 +268,6 @@ def _push(argv: list[str]) -> int:
     from .matrix import ForgettingMatrix
 
     args = _parse(PushArguments, argv, "push", positional=("folder", "repo_id"))
-    if not args.folder or not args.repo_id:
-        raise ValueError("usage: hf-forgetting push FOLDER REPO_ID [--private] [--branch B] [--commit_message M]")
     folder = Path(args.folder)
     if (folder / "matrix" / HEADER_FILE).exists():
         folder = folder / "matrix"  # a collect output folder
@@ -301,8 +295,6 @@ def _pull(argv: list[str]) -> int:
     from .matrix import ForgettingMatrix
 
     args = _parse(PullArguments, argv, "pull", positional=("repo_id", "folder"))
-    if not args.repo_id or not args.folder:
-        raise ValueError("usage: hf-forgetting pull REPO_ID FOLDER [--revision R]")
     if repo_kind(args.repo_id, args.revision, args.token) == PREDICTOR_KIND:
         predictor = ForgettingPredictor.from_pretrained(args.repo_id, revision=args.revision, token=args.token)
         print(f"Saved {type(predictor).__name__} from {args.repo_id} to {predictor.save_pretrained(args.folder)}")

@@ -14,7 +14,7 @@ class ForgettingMatrixError(HfForgettingError, ValueError):
     """A forgetting matrix, or a file holding one, is malformed; the message names the file and the problem."""
 
 
-class HubRepoError(ForgettingMatrixError):
+class HubRepoError(HfForgettingError, ValueError):
     """A Hub repo, or a file in it, is malformed, unsafe or too large, or a push to it failed; the
     message names the repo (and commit and file where there is one)."""
 

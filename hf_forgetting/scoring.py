@@ -153,20 +153,33 @@ def score_examples(
     chunk_size: int = 1024,
     show_progress: bool = True,
 ) -> np.ndarray:
-    """Mean token NLL of every example of ``dataset`` under ``model``, as ``float32 [len(dataset)]``.
-
-    Args:
-        model: a causal LM (``transformers`` or ``peft``), already on its device.
-        tokenizer: its tokenizer (a chat template is needed for ``messages`` examples).
-        dataset: a ``datasets.Dataset`` or a list of dicts in one of the formats above.
-        batch_size: at most this many examples per forward pass.
-        max_length: sequences are truncated to this many tokens (from the right).
-        max_tokens_per_batch: optionally also cap a batch's padded size (rows x longest).
-        chunk_size: scored positions projected through the LM head at once.
-        show_progress: a tqdm bar on the main process.
+    """Mean token NLL of every example of `dataset` under `model`.
 
     Examples with no scored token (e.g. a one-token text) get NaN. Run under several processes
-    (``accelerate launch`` / ``torchrun``), each process scores a shard and all get the full result.
+    (`accelerate launch` / `torchrun`), each process scores a shard and all get the full result.
+
+    Args:
+        model (`PreTrainedModel` or `PeftModel`):
+            A causal LM, already on its device.
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer (a chat template is needed for `messages` examples).
+        dataset (`datasets.Dataset` or `list[dict]`):
+            Examples in one of the formats above.
+        batch_size (`int`, *optional*, defaults to `16`):
+            At most this many examples per forward pass.
+        max_length (`int`, *optional*, defaults to `1024`):
+            Sequences are truncated to this many tokens (from the right).
+        max_tokens_per_batch (`int`, *optional*):
+            Also cap a batch's padded size (rows x longest).
+        text_field (`str`, *optional*, defaults to `"text"`):
+            Column of raw-text examples.
+        chunk_size (`int`, *optional*, defaults to `1024`):
+            Scored positions projected through the LM head at once.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            A tqdm bar on the main process.
+
+    Returns:
+        `np.ndarray` of float32 `[len(dataset)]`.
     """
     examples = [dataset[i] for i in range(len(dataset))]
     encoded = [tokenize_for_scoring(example, tokenizer, max_length, text_field) for example in examples]

@@ -36,7 +36,7 @@ METHODS = {"none": "none", "random": "random", "predicted": "predicted", "ground
 
 @dataclass
 class ReplayExperimentArguments:
-    matrix: str = field(default=None, metadata={"help": "Folder of the collected ForgettingMatrix (its metadata names the data)."})
+    matrix: str = field(metadata={"help": "Folder of the collected ForgettingMatrix (its metadata names the data)."})
     test_tasks: list[str] | None = field(default=None, metadata={"help": "Held-out tasks (default: a seeded choice of num_test_tasks)."})
     num_test_tasks: int = field(default=6, metadata={"help": "How many tasks to hold out when test_tasks is not given."})
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "none, random, predicted, ground_truth."})

@@ -39,17 +39,21 @@ def heldout_rows(num_examples: int, size: int, seed: int) -> list[int]:
 
 
 class ReplayTrainer(SFTTrainer):
-    """An ``SFTTrainer`` with targeted replay of upstream examples.
+    """An `SFTTrainer` with targeted replay of upstream examples.
 
-    Args (beyond ``SFTTrainer``'s):
-        replay_dataset: upstream examples (``text``, ``prompt``/``completion`` or ``messages``), with an
-            ``example_id`` column (row numbers are used otherwise).
-        replay_scores: forgetting scores aligned with ``replay_dataset`` (strategies ``predicted`` and
-            ``ground_truth``), e.g. a row returned by ``predictor.predict(...)``.
-        replay_predictor: a fitted predictor whose ``example_ids`` cover the replay dataset. With
-            ``replay_known=(example_ids, values)`` it gives the scores of ``predicted``; with strategy
-            ``online`` it completes the row from the examples measured at the switch.
-        replay_known: ``(example_ids, values)`` measured for this task (offline ``predicted`` strategy).
+    Args (beyond those of [`~trl.SFTTrainer`]):
+        replay_dataset (`datasets.Dataset`, *optional*):
+            Upstream examples (`text`, `prompt`/`completion` or `messages`), with an `example_id` column
+            (row numbers are used otherwise). Required unless `replay_strategy="none"`.
+        replay_scores (`Sequence[float]` or `np.ndarray`, *optional*):
+            Forgetting scores aligned with `replay_dataset` (strategies `predicted` and `ground_truth`),
+            e.g. a row returned by `predictor.predict(...)`.
+        replay_predictor (`ForgettingPredictor`, *optional*):
+            A fitted predictor whose `example_ids` cover the replay dataset. With `replay_known` it gives
+            the scores of `predicted`; with strategy `online` it completes the row from the examples
+            measured at the switch.
+        replay_known (`tuple[Sequence[str], Sequence[float]]`, *optional*):
+            `(example_ids, values)` measured for this task (offline `predicted` strategy).
     """
 
     def __init__(
