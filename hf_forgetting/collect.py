@@ -40,6 +40,7 @@ from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .plots import plot_heatmap
 from .scoring import exact_match_scores, score_examples
+from .training_guard import ParameterUpdateGuard
 
 # Re-exported: these moved to the data and format layers.
 __all__ = [
@@ -316,6 +317,7 @@ class Collector:
             train_dataset=train_dataset,
             processing_class=tokenizer,
             peft_config=peft_config(self.model_args),
+            callbacks=[ParameterUpdateGuard()],
         )
         result = trainer.train()
         tuned = trainer.accelerator.unwrap_model(trainer.model)

@@ -120,3 +120,29 @@ def test_embedding_baseline_uses_real_minilm_similarity():
     loaded = EmbeddingSimilarityPredictor.from_pretrained(saved)
     again = loaded.predict(["cooking", "football"], [1.0, 0.0], task_inputs=["Knead the dough, then let it rise."])
     np.testing.assert_array_equal(again, row)
+
+
+@pytest.mark.parametrize("weighting", ["token", "sequence"])
+def test_a_deep_copy_of_the_adapted_embedded_model_trains(weighting, tmp_path):
+    """Issue 18's reproduction on SmolLM2: adapt with SFTTrainer, deep-copy, train the copy with ReplayTrainer."""
+    import copy
+
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from hf_forgetting import ReplayConfig, ReplayTrainer
+
+    model, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
+    task = load_task("word_sorting", 16, 0).remove_columns(["example_id"])
+    upstream = load_upstream(num_examples=8, seed=0)
+    common = dict(bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True,
+                  disable_tqdm=True, max_length=64, learning_rate=5e-5, per_device_train_batch_size=4, max_steps=1)
+    SFTTrainer(model=model, args=SFTConfig(output_dir=str(tmp_path / "base"), **common), train_dataset=task,
+               processing_class=tokenizer).train()
+    clone = copy.deepcopy(model)
+    before = {name: p.detach().clone() for name, p in clone.named_parameters()}
+    args = ReplayConfig(output_dir=str(tmp_path / "copy"), replay_strategy="random", replay_ratio=0.5, replay_heldout_size=2,
+                        replay_loss_weighting=weighting, **common)
+    ReplayTrainer(model=clone, args=args, train_dataset=task, processing_class=tokenizer, replay_dataset=upstream).train()
+    moved = sum(not torch.equal(before[name], p) for name, p in clone.named_parameters())
+    assert moved == len(before)

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_forgetting"
 LAYERS = [
     ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing"]),
     ("numerics", ["fits", "scoring", "completion", "analysis", "plots", "embeddings"]),
-    ("orchestration", ["collect", "replay", "explorer"]),
+    ("orchestration", ["collect", "replay", "explorer", "training_guard"]),
     ("entry points", ["cli", "__main__", ""]),
 ]
 

@@ -36,7 +36,10 @@ class ReplayConfig(SFTConfig):
             Seed of the held-out split and the replay schedule; defaults to `seed`.
         replay_loss_weighting (`str`, *optional*, defaults to `"token"`):
             `"token"`: the usual mean over all scored tokens of the batch; `"sequence"`: the mean over sequences of
-            each sequence's mean token loss, so long replayed documents do not dominate.
+            each sequence's mean token loss (over the whole accumulated batch of every process), so long replayed
+            documents do not dominate. Computed inside TRL's loss (its fused LM head's per-token log-probabilities
+            are re-weighted), so TRL's metrics and gradient accumulation are unchanged; needs `loss_type="nll"`
+            and no label smoothing.
         online_warmup_fraction (`float`, *optional*, defaults to `0.1`):
             Share of the training steps run with random replay before the online switch.
         online_num_probe (`int`, *optional*, defaults to `30`):
@@ -96,6 +99,11 @@ class ReplayConfig(SFTConfig):
         for name in ("online_num_probe", "mir_candidates", "mir_refresh_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.replay_loss_weighting == "sequence" and (self.label_smoothing_factor or self.loss_type != "nll"):
+            raise ValueError(
+                "replay_loss_weighting='sequence' re-weights the per-token NLL; it needs loss_type='nll' and no "
+                f"label smoothing (got loss_type={self.loss_type!r}, label_smoothing_factor={self.label_smoothing_factor})"
+            )
         if self.packing and self.replay_strategy != "none":
             raise ValueError(
                 "packing=True cannot be combined with replay: packed sequences merge task and replay examples, so the "

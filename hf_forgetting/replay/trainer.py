@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
+import torch
 from datasets import Dataset, concatenate_datasets
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -26,6 +26,7 @@ from trl import SFTTrainer
 
 from ..files import atomic_write_text
 from ..scoring import score_examples, tokenize_for_scoring
+from ..training_guard import ParameterUpdateGuard
 from .config import ReplayConfig
 from .schedule import ReplaySampler
 
@@ -69,6 +70,10 @@ class ReplayTrainer(SFTTrainer):
         if not isinstance(args_, ReplayConfig):
             raise TypeError("ReplayTrainer needs args=ReplayConfig(...) (an SFTConfig with replay settings)")
         super().__init__(*args, **kwargs)
+        self.add_callback(ParameterUpdateGuard())
+        if args_.replay_loss_weighting == "sequence" and self.compute_loss_func is not None:
+            raise ValueError("replay_loss_weighting='sequence' weights TRL's own loss; it cannot be combined with compute_loss_func")
+        self._sequences_in_batch: int | None = None
         self.replay_sampler: ReplaySampler | None = None
         self._adaptive: _AdaptiveReplayCallback | None = None
         self.heldout_ids: list[str] = []
@@ -194,18 +199,52 @@ class ReplayTrainer(SFTTrainer):
     def save_replay_state(self, checkpoint_dir: str | Path) -> Path:
         return atomic_write_text(Path(checkpoint_dir) / REPLAY_STATE_FILE, json.dumps(self.replay_state()))
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Also count the sequences with a trained token in the accumulated batch (all processes), the
+        denominator of the per-sequence loss, as Trainer counts tokens for the per-token loss."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.args.replay_loss_weighting == "sequence":
+            count = sum(int(batch["labels"][..., 1:].ne(-100).any(-1).sum()) for batch in batch_samples)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                count = int(self.accelerator.gather(torch.tensor([count], device=device)).sum())
+            self._sequences_in_batch = count
+        return batch_samples, num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss; with `replay_loss_weighting="sequence"`, each sequence weighs the same.
+
+        The weighting happens inside TRL's own loss path: a forward hook scales the per-token
+        log-probabilities of TRL's fused LM head by `tokens / (tokens of the sequence x sequences)`, so
+        TRL's token sum divided by `num_items_in_batch` becomes the mean over sequences of each
+        sequence's mean token NLL (over the whole accumulated batch of every process). The forward,
+        the chunked loss, the metrics and gradient accumulation stay TRL's.
+        """
         if self.args.replay_loss_weighting == "token":
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs["labels"]
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, 1:]
-        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
-        counts = (targets != -100).sum(1)
-        per_sequence = token_loss.sum(1) / counts.clamp(min=1)
-        loss = per_sequence[counts > 0].mean()
-        return (loss, outputs) if return_outputs else loss
+        handle = model.register_forward_hook(self._sequence_weighting_hook(num_items_in_batch))
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            handle.remove()
+
+    def _sequence_weighting_hook(self, num_items_in_batch):
+        def scale_log_probs(module, args, output):
+            log_probs = getattr(output, "log_probs", None)
+            if log_probs is None:  # not TRL's fused forward (e.g. the logits TRL recomputes for metrics)
+                return output
+            mask = output.label_mask
+            per_sequence = mask.sum(-1, keepdim=True)
+            if num_items_in_batch is None or self._sequences_in_batch is None:
+                tokens, sequences = mask.sum(), (per_sequence > 0).sum()  # this micro-batch alone
+            else:
+                tokens, sequences = num_items_in_batch, self._sequences_in_batch
+            weights = torch.as_tensor(tokens, dtype=log_probs.dtype, device=log_probs.device) / (
+                per_sequence.clamp(min=1).to(log_probs.dtype) * max(int(sequences), 1)
+            )
+            output.log_probs = log_probs * weights
+            return output
+
+        return scale_log_probs
 
     # -- the replay pool ----------------------------------------------------------------------------
 
