@@ -217,6 +217,7 @@ def _train(argv: list[str]) -> int:
     from .completion import ForgettingPredictor
     from .modeling import load_model_and_tokenizer, peft_config
     from .replay import ReplayConfig, ReplayTrainer
+    from .training_data import prepare_training_rows
 
     parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig), prog="hf-forgetting train")
     args, replay_args, model_args = parser.parse_args_and_config(argv)
@@ -234,9 +235,11 @@ def _train(argv: list[str]) -> int:
     if args.known:
         known = _read_csv_column(args.known, "example_id", "value")
     model, tokenizer = load_model_and_tokenizer(model_args)
-    train_dataset = args.load_task(args.task).remove_columns(["example_id"])
+    prepared = prepare_training_rows(args.load_task(args.task), tokenizer, replay_args.max_length)
+    prepared.check(args.task, replay_args.max_length, args.min_train_fraction, args.allow_hollow_rows)
+    print(f"Training on {prepared.kept} of {prepared.requested} examples of {args.task} ({prepared.prompt_truncated} with a shortened prompt)")
     trainer = ReplayTrainer(
-        model=model, args=replay_args, train_dataset=train_dataset, processing_class=tokenizer,
+        model=model, args=replay_args, train_dataset=prepared.dataset, processing_class=tokenizer,
         peft_config=peft_config(model_args), replay_dataset=upstream, replay_scores=scores,
         replay_predictor=predictor, replay_known=known,
     )

@@ -40,6 +40,7 @@ from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .plots import plot_heatmap
 from .scoring import exact_match_scores, score_examples
+from .training_data import PREPARATION, TrainingRows, prepare_training_rows
 from .training_guard import ParameterUpdateGuard
 
 # Re-exported: these moved to the data and format layers.
@@ -129,7 +130,9 @@ class CollectArguments(UpstreamArguments, TaskArguments):
         return list(self.tasks)
 
 
-SCALE_OUT_FIELDS = ("task_indices", "array_index", "array_size", "push_rows_to_hub")
+# Not part of the settings fingerprint: which tasks this job collects and where its rows go (jobs with
+# different subsets share one output_dir), and whether a hollow task may be collected (its row says so).
+SCALE_OUT_FIELDS = ("task_indices", "array_index", "array_size", "push_rows_to_hub", "allow_hollow_rows")
 
 
 def parse_index_ranges(text: str, count: int) -> list[int]:
@@ -166,6 +169,7 @@ def run_settings(args: CollectArguments, training_args, model_args) -> dict:
         "training": {name: _jsonable(getattr(training_args, name, None)) for name in FINGERPRINT_TRAINING_FIELDS},
         "model": {name: _jsonable(getattr(model_args, name, None)) for name in FINGERPRINT_MODEL_FIELDS},
         "world_size": PartialState().num_processes,
+        "preparation": PREPARATION,
     }
 
 
@@ -229,9 +233,12 @@ class Collector:
         if done and self.state.is_main_process:
             print(f"Resuming: {done} of {len(selected)} task rows already in {self.rows_dir}")
         if pending:
+            prepared = self._prepare_tasks(pending)  # every task checked before any is trained
             before = self._base_scores()
-            for task in tqdm(pending, desc="tasks", disable=not self.state.is_main_process):
-                self._collect_row(task, before)
+            progress = tqdm(pending, desc="tasks", disable=not self.state.is_main_process)
+            for task in progress:
+                progress.set_postfix_str(f"{task}: {prepared[task].kept}/{prepared[task].requested} examples")
+                self._collect_row(task, prepared[task], before)
         if self.args.push_rows_to_hub and self.state.is_main_process:
             self._push_rows(selected)
         self.state.wait_for_everyone()
@@ -302,19 +309,31 @@ class Collector:
 
     # -- rows -----------------------------------------------------------------------------------
 
-    def _collect_row(self, task: str, before: np.ndarray) -> None:
+    def _prepare_tasks(self, tasks: list[str]) -> dict[str, TrainingRows]:
+        """Each task's training rows; a task with too few surviving examples stops the run here."""
+        _, tokenizer = load_model_and_tokenizer(self.model_args, tokenizer_only=True)
+        prepared = {}
+        for task in tasks:
+            rows = prepare_training_rows(self.args.load_task(task), tokenizer, self.training_args.max_length)
+            rows.check(task, self.training_args.max_length, self.args.min_train_fraction, self.args.allow_hollow_rows)
+            prepared[task] = rows
+        if self.state.is_main_process:
+            short = [f"{task} ({rows.kept}/{rows.requested})" for task, rows in prepared.items() if rows.kept < rows.requested]
+            if short:
+                print(f"Training examples kept (the others' completions alone exceed max_length): {', '.join(short)}")
+        return prepared
+
+    def _collect_row(self, task: str, prepared: TrainingRows, before: np.ndarray) -> None:
         from trl import SFTTrainer
 
         started = time.time()
-        train_dataset = self.args.load_task(task)
-        train_dataset = train_dataset.remove_columns([c for c in ("example_id", "source") if c in train_dataset.column_names])
         model, tokenizer = load_model_and_tokenizer(self.model_args)
         run_dir = self.output_dir / "runs" / task_filename(task).removesuffix(".parquet")
         task_args = dataclasses.replace(self.training_args, output_dir=str(run_dir), save_strategy="no", push_to_hub=False)
         trainer = SFTTrainer(
             model=model,
             args=task_args,
-            train_dataset=train_dataset,
+            train_dataset=prepared.dataset,
             processing_class=tokenizer,
             peft_config=peft_config(self.model_args),
             callbacks=[ParameterUpdateGuard()],
@@ -329,7 +348,9 @@ class Collector:
             "task_id": task,
             "train_loss": float(result.training_loss),
             "train_steps": int(result.global_step),
-            "num_train_examples": len(train_dataset),
+            **prepared.counts(),
+            "num_train_examples": len(trainer.train_dataset),  # what the trainer iterates, after TRL's preparation too
+            "hollow": prepared.kept < self.args.min_train_fraction * prepared.requested,
             "seconds": round(time.time() - started, 1),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "world_size": self.state.num_processes,
@@ -389,14 +410,17 @@ def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top
         f"- mean {np.nanmean(values):+.4f}, std {np.nanstd(values):.4f}; "
         f"{_percent_positive(values):.1f}% of observed entries positive (forgotten)",
         "",
-        "| task | mean forgetting | % examples forgotten | train loss | steps |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| task | mean forgetting | % examples forgotten | trained on (of requested) | train loss | steps |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for index in np.argsort(-task_means):
         task = matrix.task_ids[index]
         info = rows.get(task, {})
+        trained = f"{info.get('num_train_examples', '?')} ({info.get('num_requested_examples', '?')})"
+        if info.get("hollow"):
+            trained += " hollow"
         lines.append(
-            f"| {task} | {task_means[index]:+.4f} | {_percent_positive(values[index]):.0f}% | "
+            f"| {task} | {task_means[index]:+.4f} | {_percent_positive(values[index]):.0f}% | {trained} | "
             f"{info.get('train_loss', float('nan')):.3f} | {info.get('train_steps', '')} |"
         )
     lines += ["", f"Most forgotten upstream examples (mean over tasks), top {top}:", ""]

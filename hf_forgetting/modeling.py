@@ -94,7 +94,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device=None):
+def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device=None, tokenizer_only: bool = False):
     """`(AutoModelForCausalLM, AutoTokenizer)` as a `ModelConfig` describes them.
 
     Args:
@@ -104,6 +104,8 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
             by the trainer through :func:`peft_config`. A plain string is a model name with default settings.
         device (`torch.device` or `str`, *optional*):
             Where to put the model (default: where `from_pretrained` puts it).
+        tokenizer_only (`bool`, *optional*, defaults to `False`):
+            Load only the tokenizer (the model is returned as `None`).
 
     Returns:
         `(model, tokenizer)`; the tokenizer has a pad token (the EOS token when it had none).
@@ -123,13 +125,13 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
+        model = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise ModelNotFoundError(f"Cannot load the model {model_args.model_name_or_path!r}: {str(error).splitlines()[0]}") from None
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return (model if device is None else model.to(device)), tokenizer
+    return (model if device is None or model is None else model.to(device)), tokenizer
 
 
 def peft_config(model_args: ModelConfig):

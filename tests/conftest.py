@@ -5,6 +5,7 @@ Nothing is downloaded. The tokenizer is trained on the docstrings of Python's st
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads on a shared 2-core machine can be 10x slower
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -128,3 +129,56 @@ def hub():
     """The session's Hub-compatible server; faults injected by a test are cleared after it."""
     yield HUB
     HUB.clear_faults()
+
+
+# -- collection on the tiny model (synthetic string-manipulation tasks, labelled as such) -----------
+
+
+COLLECT_WORDS = "list dict tuple string parser logger module object integer pattern".split()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    upstream = [{"example_id": f"doc/{i}", "text": text[:300]} for i, text in enumerate(stdlib_corpus()[:12])]
+    synthetic_tasks = {
+        "reverse": [{"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"} for w in COLLECT_WORDS],
+        "upper": [{"prompt": f"Upper {w}:", "completion": f" {w.upper()}"} for w in COLLECT_WORDS],
+        "chat_plural": [
+            {"messages": [{"role": "user", "content": f"Plural of {w}?"}, {"role": "assistant", "content": f"{w}s"}]}
+            for w in COLLECT_WORDS
+        ],
+    }
+    files = {"upstream": write_jsonl(root / "upstream.jsonl", upstream)}
+    for name, rows in synthetic_tasks.items():
+        files[name] = write_jsonl(root / f"{name}.jsonl", rows)
+    return files
+
+
+def configs(data_files, checkpoint, output_dir, **overrides):
+    from trl import ModelConfig, SFTConfig
+
+    from hf_forgetting.collect import CollectArguments
+
+    defaults = {
+        "upstream_dataset": data_files["upstream"],
+        "num_upstream_examples": 8,
+        "tasks": [data_files[name] for name in ("reverse", "upper", "chat_plural")],
+        "max_train_examples": 8,
+        "score_max_length": 48,
+        "score_batch_size": 4,
+    }
+    args = CollectArguments(**(defaults | overrides))
+    training = SFTConfig(
+        output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-3,
+        bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True,
+        seed=0, logging_steps=1, disable_tqdm=True, max_length=64,
+    )
+    return args, training, ModelConfig(model_name_or_path=str(checkpoint))

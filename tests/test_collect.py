@@ -4,66 +4,21 @@ The task datasets here are synthetic string-manipulation tasks (labelled as such
 examples are docstrings of Python's standard library.
 """
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import stdlib_corpus
+from conftest import configs, write_jsonl  # noqa: F401 - data_files is a conftest fixture
 
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.collect import CollectArguments, Collector, collect_forgetting_matrix, task_filename
 
 WORDS = "list dict tuple string parser logger module object integer pattern".split()
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def data_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    upstream = [{"example_id": f"doc/{i}", "text": text[:300]} for i, text in enumerate(stdlib_corpus()[:12])]
-    synthetic_tasks = {
-        "reverse": [{"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"} for w in WORDS],
-        "upper": [{"prompt": f"Upper {w}:", "completion": f" {w.upper()}"} for w in WORDS],
-        "chat_plural": [
-            {"messages": [{"role": "user", "content": f"Plural of {w}?"}, {"role": "assistant", "content": f"{w}s"}]}
-            for w in WORDS
-        ],
-    }
-    files = {"upstream": write_jsonl(root / "upstream.jsonl", upstream)}
-    for name, rows in synthetic_tasks.items():
-        files[name] = write_jsonl(root / f"{name}.jsonl", rows)
-    return files
-
-
-def configs(data_files, checkpoint, output_dir, **overrides):
-    from trl import ModelConfig, SFTConfig
-
-    defaults = {
-        "upstream_dataset": data_files["upstream"],
-        "num_upstream_examples": 8,
-        "tasks": [data_files[name] for name in ("reverse", "upper", "chat_plural")],
-        "max_train_examples": 8,
-        "score_max_length": 48,
-        "score_batch_size": 4,
-    }
-    args = CollectArguments(**(defaults | overrides))
-    training = SFTConfig(
-        output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-3,
-        bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True,
-        seed=0, logging_steps=1, disable_tqdm=True, max_length=64,
-    )
-    return args, training, ModelConfig(model_name_or_path=str(checkpoint))
 
 
 def test_collect_writes_rows_matrix_heatmap_and_summary(data_files, tiny_checkpoint, tmp_path):

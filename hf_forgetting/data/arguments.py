@@ -77,6 +77,11 @@ class TaskArguments:
             Column of Hub task datasets to train on as the prompt (e.g. `"instruction"`).
         task_completion_field (`str`, *optional*):
             Column of Hub task datasets to train on as the completion (e.g. `"response"`).
+        min_train_fraction (`float`, *optional*, defaults to `0.9`):
+            A task of which fewer of the requested training examples fit `max_length` with their whole
+            completion is refused (its row would not mean fine-tuning on the task).
+        allow_hollow_rows (`bool`, *optional*, defaults to `False`):
+            Train on such a task anyway; its row's provenance says `"hollow": true`.
     """
 
     task_split: str = field(default="train", metadata={"help": "Split of Hub task datasets."})
@@ -90,10 +95,19 @@ class TaskArguments:
     task_completion_field: str | None = field(
         default=None, metadata={"help": "Column of Hub task datasets to train on as the completion (e.g. 'response')."}
     )
+    min_train_fraction: float = field(
+        default=0.9,
+        metadata={"help": "Refuse a task when fewer of its requested examples fit max_length with their whole completion."},
+    )
+    allow_hollow_rows: bool = field(
+        default=False, metadata={"help": "Train on such a task anyway (its row's provenance says hollow: true)."}
+    )
 
     def __post_init__(self):
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ValueError(f"max_train_examples must be positive or None; got {self.max_train_examples}")
+        if not 0 <= self.min_train_fraction <= 1:
+            raise ValueError(f"min_train_fraction must be in [0, 1]; got {self.min_train_fraction}")
 
     def load_task(self, name: str, max_examples: int | None | str = "default") -> Dataset:
         """Task ``name`` loaded with these settings; ``max_examples`` defaults to ``max_train_examples``."""

@@ -29,6 +29,7 @@ from ..format.collect_rows import task_filename
 from ..matrix import ForgettingMatrix
 from ..modeling import load_model_and_tokenizer, resolve_model_path
 from ..scoring import score_examples
+from ..training_data import prepare_training_rows
 from .trainer import ReplayTrainer, heldout_rows
 
 METHODS = {"none": "none", "random": "random", "predicted": "predicted", "ground_truth": "ground_truth"}
@@ -100,10 +101,12 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         train_data = task_data.select(range(min(n_train, len(task_data))))
         eval_data = task_data.select(range(len(train_data), min(len(task_data), len(train_data) + args.task_eval_examples)))
         model, tokenizer = load()
+        prepared = prepare_training_rows(train_data, tokenizer, replay_args.max_length)
+        prepared.check(task, replay_args.max_length, settings.get("min_train_fraction", 0.9), settings.get("allow_hollow_rows", False))
         run_dir = output_dir / "checkpoints" / f"{task_filename(task).removesuffix('.parquet')}-{method}"
         run_args = dataclasses.replace(replay_args, output_dir=str(run_dir), replay_strategy=METHODS[method], save_strategy="no")
         trainer = ReplayTrainer(
-            model=model, args=run_args, train_dataset=train_data.remove_columns(["example_id"]),
+            model=model, args=run_args, train_dataset=prepared.dataset,
             processing_class=tokenizer, replay_dataset=upstream if method != "none" else None, replay_scores=scores,
         )
         if method != "none" and trainer.heldout_ids != list(heldout_set["example_id"]):
@@ -116,7 +119,7 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         run = {
             "task": task, "method": method, "train_loss": float(result.training_loss),
             "heldout_forgetting": (after - base).tolist(), "mean_heldout_forgetting": float(np.mean(after - base)),
-            "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": len(replayed),
+            "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": len(replayed), **prepared.counts(),
         }
         if state.is_main_process:
             atomic_write_text(path, json.dumps(run))
