@@ -59,13 +59,20 @@ def plot_r2_by_rank(report: dict, path: str | Path) -> Path:
     ranks = sorted(r2)
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
     axes.plot(ranks, [r2[k] for k in ranks], "o-", label="rank-k SVD")
+    null = {int(k): value for k, value in report.get("null_r2", {}).items()}
+    if null:
+        axes.plot(sorted(null), [null[k] for k in sorted(null)], "x--", color="tab:gray", label="rows permuted (chance)")
+    heldout = {int(k): value for k, value in report.get("heldout_r2", {}).items()}
+    if heldout:
+        axes.plot(sorted(heldout), [heldout[k] for k in sorted(heldout)], "s-", color="tab:green", label="on hidden entries")
     for key, label, style in (
         ("additive_r2", "additive mu + a_i + b_j", "--"),
         ("column_mean_r2", "example means", ":"),
         ("row_mean_r2", "task means", "-."),
     ):
         axes.axhline(report[key], linestyle=style, color="gray", label=f"{label} ({report[key]:.2f})")
-    axes.set(xlabel="rank k", ylabel="R^2 on observed entries", ylim=(min(0, report["row_mean_r2"]) - 0.02, 1.0))
+    lowest = min([0.0, report["row_mean_r2"], *heldout.values()])
+    axes.set(xlabel="rank k", ylabel="R^2", ylim=(max(lowest, -1.0) - 0.02, 1.0))
     axes.set_xticks(ranks)
     axes.legend(fontsize=8, loc="lower right")
     axes.set_title(f"How low-rank is forgetting? ({report['shape'][0]} x {report['shape'][1]})")
