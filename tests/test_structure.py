@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_forgetting"
 # shows the same map.
 LAYERS = [
     ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing"]),
-    ("numerics", ["fits", "scoring", "completion", "analysis", "plots", "embeddings", "training_data"]),
+    ("numerics", ["fits", "stats", "scoring", "completion", "analysis", "plots", "embeddings", "training_data"]),
     ("orchestration", ["collect", "replay", "explorer", "training_guard"]),
     ("entry points", ["cli", "__main__", ""]),
 ]

@@ -29,6 +29,7 @@ from ..format.collect_rows import task_filename
 from ..matrix import ForgettingMatrix
 from ..modeling import load_model_and_tokenizer, resolve_model_path
 from ..scoring import score_examples
+from ..stats import paired_comparison
 from ..training_data import prepare_training_rows
 from .trainer import ReplayTrainer, heldout_rows
 
@@ -117,7 +118,7 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         task_nll = score_examples(tuned, tokenizer, eval_data, max_length=replay_args.max_length, show_progress=False)
         replayed = [] if trainer.replay_sampler is None else trainer.replay_ids
         run = {
-            "task": task, "method": method, "train_loss": float(result.training_loss),
+            "task": task, "method": method, "seed": replay_args.replay_seed, "train_loss": float(result.training_loss),
             "heldout_forgetting": (after - base).tolist(), "mean_heldout_forgetting": float(np.mean(after - base)),
             "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": len(replayed), **prepared.counts(),
         }
@@ -134,50 +135,66 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
 
 
 def summarize_runs(runs: list[dict]) -> dict:
-    """Per method: mean held-out forgetting and task NLL; paired tests of predicted / ground truth vs random."""
-    from scipy import stats
+    """Per arm: mean held-out forgetting and task NLL; each replay arm against random replay, run-level.
 
-    by = {(r["task"], r["method"]): r for r in runs}
-    tasks = sorted({r["task"] for r in runs})
-    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    Each (task, seed) run counts once; a task's value is the mean over its seeds (see
+    :func:`hf_forgetting.stats.paired_comparison`). Primary endpoint: mean forgetting of the held-out
+    examples; secondary: of the held-out examples in the top quartile of forgetting under no replay
+    (per task, over its `none` runs); and the task NLL, which replay must not worsen.
+    """
+    by: dict[str, dict[str, list[dict]]] = {}
+    for run in runs:
+        by.setdefault(run["method"], {}).setdefault(run["task"], []).append(run)
+    tasks = sorted({run["task"] for run in runs})
+    methods = [m for m in METHODS if m in by]
+
+    def values(method, key, examples=None):
+        pick = (lambda r: float(np.mean(np.asarray(r["heldout_forgetting"])[examples[r["task"]]]))) if examples else (lambda r: r[key])
+        return {task: [pick(r) for r in task_runs] for task, task_runs in by.get(method, {}).items()}
+
+    top_quartile = {}
+    for task, task_runs in by.get("none", {}).items():
+        none_mean = np.mean([r["heldout_forgetting"] for r in task_runs], axis=0)
+        top_quartile[task] = np.argsort(-none_mean)[: max(1, len(none_mean) // 4)]
     table = {
         m: {
-            "mean_heldout_forgetting": float(np.mean([by[t, m]["mean_heldout_forgetting"] for t in tasks if (t, m) in by])),
-            "task_eval_nll": float(np.mean([by[t, m]["task_eval_nll"] for t in tasks if (t, m) in by])),
-            "per_task": {t: by[t, m]["mean_heldout_forgetting"] for t in tasks if (t, m) in by},
+            "mean_heldout_forgetting": float(np.mean([np.mean(v) for v in values(m, "mean_heldout_forgetting").values()])),
+            "task_eval_nll": float(np.mean([np.mean(v) for v in values(m, "task_eval_nll").values()])),
+            "per_task": {t: float(np.mean(v)) for t, v in values(m, "mean_heldout_forgetting").items()},
+            "runs": sum(len(v) for v in by[m].values()),
         }
         for m in methods
     }
     tests = {}
-    for targeted in ("predicted", "ground_truth"):
-        pairs = [t for t in tasks if (t, targeted) in by and (t, "random") in by]
-        if len(pairs) < 2:
+    for arm in methods:
+        if arm in ("random", "none") or "random" not in by:
             continue
-        a = np.array([by[t, targeted]["mean_heldout_forgetting"] for t in pairs])
-        b = np.array([by[t, "random"]["mean_heldout_forgetting"] for t in pairs])
-        examples_a = np.concatenate([by[t, targeted]["heldout_forgetting"] for t in pairs])
-        examples_b = np.concatenate([by[t, "random"]["heldout_forgetting"] for t in pairs])
-        tests[f"{targeted}_vs_random"] = {
-            "tasks": len(pairs),
-            "mean_difference": float(np.mean(a - b)),
-            "tasks_improved": int(np.sum(a < b)),
-            "paired_t_p": float(stats.ttest_rel(a, b).pvalue),
-            "wilcoxon_p": float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0,
-            "example_level_wilcoxon_p": float(stats.wilcoxon(examples_a, examples_b).pvalue)
-            if np.any(examples_a != examples_b) else 1.0,
+        tests[f"{arm}_vs_random"] = {
+            "heldout_forgetting": paired_comparison(values(arm, "mean_heldout_forgetting"), values("random", "mean_heldout_forgetting")),
+            "top_quartile_forgetting": paired_comparison(values(arm, None, top_quartile), values("random", None, top_quartile))
+            if top_quartile else {},
+            "task_eval_nll": paired_comparison(values(arm, "task_eval_nll"), values("random", "task_eval_nll")),
         }
     return {"tasks": tasks, "methods": table, "tests": tests}
 
 
 def summary_markdown(summary: dict) -> str:
     lines = [f"Held-out tasks ({len(summary['tasks'])}): {', '.join(summary['tasks'])}", "",
-             "| method | mean forgetting of never-replayed upstream examples | task eval NLL |", "| --- | ---: | ---: |"]
+             "| method | runs | mean forgetting of never-replayed upstream examples | task eval NLL |",
+             "| --- | ---: | ---: | ---: |"]
     for method, row in summary["methods"].items():
-        lines.append(f"| {method} | {row['mean_heldout_forgetting']:+.4f} | {row['task_eval_nll']:.4f} |")
-    for name, test in summary["tests"].items():
-        lines.append(
-            f"\n{name}: mean difference {test['mean_difference']:+.4f} over {test['tasks']} tasks "
-            f"({test['tasks_improved']} improved); paired t-test p = {test['paired_t_p']:.3g}, "
-            f"Wilcoxon p = {test['wilcoxon_p']:.3g}; example-level Wilcoxon p = {test['example_level_wilcoxon_p']:.3g}"
-        )
+        lines.append(f"| {method} | {row['runs']} | {row['mean_heldout_forgetting']:+.4f} | {row['task_eval_nll']:.4f} |")
+    lines += ["", "Against random replay, the task (mean over its seeds) as the unit:", "",
+              "| comparison | endpoint | difference [95% CI] | paired t p | sign-flip p | tasks lower | in seed SDs | detectable (80% power) |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, endpoints in summary["tests"].items():
+        for endpoint, test in endpoints.items():
+            if not test or test.get("tasks", 0) == 0:
+                continue
+            low, high = test["ci95"]
+            lines.append(
+                f"| {name} | {endpoint} | {test['mean_difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {test['paired_t_p']:.3g} | "
+                f"{test['sign_flip_p']:.3g} | {test['tasks_lower']}/{test['tasks']} | {test['effect_in_seed_sd']:+.2f} | "
+                f"{test['detectable_difference_80']:.4f} |"
+            )
     return "\n".join(lines) + "\n"
