@@ -26,7 +26,7 @@ DEMO_DIR ?= outputs/smollm2-135m-instruct/collect-demo
 demo: install
 	$(VENV)/bin/hf-forgetting demo --output_root outputs/smollm2-135m-instruct
 
-# The replay experiment on the demo matrix (6 held-out tasks x 4 methods, about 30 min on 2 CPU cores).
+# The replay experiment on the demo matrix (8 test tasks x 2 seeds x 4 arms; not yet timed at this design).
 demo-replay: demo
 	$(VENV)/bin/hf-forgetting replay-experiment --config recipes/smollm2-135m-instruct/replay/config_experiment.yaml
 

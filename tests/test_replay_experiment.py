@@ -1,36 +1,80 @@
 """The replay experiment end to end on a tiny model, and its paired statistics (synthetic tasks, labelled)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from conftest import configs
 
+from hf_forgetting import ForgettingMatrix
 from hf_forgetting.collect import collect_forgetting_matrix
 from hf_forgetting.replay import ReplayConfig
-from hf_forgetting.replay.experiment import ReplayExperimentArguments, run_replay_experiment, summarize_runs, summary_markdown
+from hf_forgetting.replay.experiment import (
+    ReplayExperimentArguments,
+    choose_test_tasks,
+    run_replay_experiment,
+    summarize_runs,
+    summary_markdown,
+)
 
 
-def test_experiment_runs_every_method_on_the_same_heldout_examples(data_files, tiny_checkpoint, tmp_path):
+def test_experiment_arms_share_the_schedule_and_reruns_reuse_only_identical_settings(data_files, tiny_checkpoint, tmp_path):
     args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path / "collect", num_upstream_examples=10)
     collect_forgetting_matrix(args, training, model_args)
     experiment = ReplayExperimentArguments(
-        matrix=str(tmp_path / "collect" / "matrix"), test_tasks=args.tasks[:2], known_entries=3, task_eval_examples=2
+        matrix=str(tmp_path / "collect" / "matrix"), num_test_tasks=1, seeds=[0, 1], known_entries=3, task_eval_examples=2,
+        methods=["none", "random", "predicted", "ground_truth", "online", "mir", "predicted_max"],
     )
     replay_args = ReplayConfig(
         output_dir=str(tmp_path / "replay"), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-3,
         bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0,
-        disable_tqdm=True, max_length=64, replay_ratio=0.5, replay_heldout_size=4,
+        disable_tqdm=True, max_length=64, replay_ratio=0.5, replay_heldout_size=4, online_num_probe=3, mir_candidates=3,
     )
+    matrix = ForgettingMatrix.load(tmp_path / "collect" / "matrix")
+    means = np.nanmean(matrix.values, axis=1)
+    assert choose_test_tasks(matrix, experiment) == [matrix.task_ids[int(np.argmax(means))]]  # the rule, fixed in advance
+
     result = run_replay_experiment(experiment, replay_args, model_args)
     runs = result["runs"]
-    assert len(runs) == 8 and {r["method"] for r in runs} == {"none", "random", "predicted", "ground_truth"}
-    assert all(len(r["heldout_forgetting"]) == 4 for r in runs)
-    assert {r["replay_pool"] for r in runs if r["method"] != "none"} == {6}
+    assert len(runs) == 2 * 7 and {r["seed"] for r in runs} == {0, 1}
+    assert all(len(r["heldout_forgetting"]) == 4 and r["replay_pool"] == 6 for r in runs)
+    heldout_by_seed = {r["seed"]: r["settings_key"] for r in runs}
+    assert len(heldout_by_seed) == 2
     assert (tmp_path / "replay" / "replay_experiment.md").exists()
-    # a rerun reuses every finished run
-    again = run_replay_experiment(experiment, replay_args, model_args)
+    assert len(list((tmp_path / "replay").glob("heldout_base_scores-*.json"))) == 2  # one held-out split per seed
+
+    again = run_replay_experiment(experiment, replay_args, model_args)  # every finished run is reused
     assert [r["heldout_forgetting"] for r in again["runs"]] == [r["heldout_forgetting"] for r in runs]
+    changed = run_replay_experiment(
+        dataclasses.replace(experiment, methods=["predicted"], seeds=[0]),
+        dataclasses.replace(replay_args, replay_temperature=0.5), model_args,
+    )
+    assert changed["runs"][0]["settings_key"] not in {r["settings_key"] for r in runs}  # recomputed, not reused
+    assert len(list((tmp_path / "replay" / "runs").glob("*.json"))) == 2 * 7 + 1
+
+
+def test_the_control_arm_trains_on_the_random_arms_task_rows_in_their_order(tiny_tokenizer, tmp_path):
+    """`none` in the experiment is the random arm's schedule with the replay rows trained on nothing."""
+    from conftest import build_model
+    from datasets import Dataset
+
+    from hf_forgetting import ReplayTrainer
+
+    words = "list dict tuple string parser logger module object".split()
+    task = Dataset.from_list([{"prompt": f"Reverse {w}{i}:", "completion": f" {w[::-1]}"} for i, w in enumerate(words * 2)])
+    upstream = Dataset.from_list([{"example_id": f"doc/{i}", "text": f"Notes {i} on {w}."} for i, w in enumerate(words)])
+    trainers = {}
+    for strategy in ("random", "masked"):
+        args = ReplayConfig(output_dir=str(tmp_path / strategy), max_steps=2, per_device_train_batch_size=4, use_cpu=True,
+                            bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", max_length=32,
+                            replay_ratio=0.5, replay_heldout_size=2, replay_strategy=strategy, disable_tqdm=True)
+        trainers[strategy] = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task,
+                                           processing_class=tiny_tokenizer, replay_dataset=upstream)
+    assert list(trainers["random"].replay_sampler) == list(trainers["masked"].replay_sampler)
+    masked = trainers["masked"].train_dataset
+    assert all(set(masked[i]["labels"]) == {-100} for i in range(len(task), len(masked)))
+    assert all(masked[i]["labels"] == trainers["random"].train_dataset[i]["labels"] for i in range(len(task)))
 
 
 def test_summary_is_run_level_on_synthetic_runs():

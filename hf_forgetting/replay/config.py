@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online")
+REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online", "masked")
 REPLAY_SELECTIONS = ("sample", "max")
 REPLAY_WEIGHTINGS = ("token", "sequence")
 
@@ -22,10 +23,15 @@ class ReplayConfig(SFTConfig):
         replay_strategy (`str`, *optional*, defaults to `"predicted"`):
             Which upstream examples to replay: `"none"` (plain SFT), `"random"` (uniform), `"predicted"` or
             `"ground_truth"` (by the forgetting scores given to the trainer), `"mir"` (the most forgotten of a fresh
-            random candidate set, measured with the current model) or `"online"` (random for the first
-            `online_warmup_fraction` of steps, then by a row completed from `online_num_probe` measured examples).
+            random candidate set, measured with the current model), `"online"` (random for the first
+            `online_warmup_fraction` of steps, then by a row completed from `online_num_probe` measured examples),
+            or `"masked"`: the batches of `"random"` with the replay rows trained on nothing, the control of a
+            replay experiment that shares the replay arms' schedule (`"none"` is plain `SFTTrainer`).
         replay_temperature (`float`, *optional*, defaults to `0.1`):
             Temperature T of the sampling weights softmax(f / T) over forgetting scores f.
+        replay_standardize_scores (`bool`, *optional*, defaults to `False`):
+            Standardise the scores (zero mean, unit standard deviation over the pool) before softmax(f / T), so
+            that T means the same for every row whatever its spread or a predictor's shrinkage.
         replay_selection (`str`, *optional*, defaults to `"sample"`):
             `"sample"`: draw without replacement with probabilities softmax(f / T); `"max"`: take the highest
             scores first.
@@ -59,6 +65,9 @@ class ReplayConfig(SFTConfig):
         metadata={"help": "none, random, predicted, ground_truth, mir or online.", "choices": list(REPLAY_STRATEGIES)},
     )
     replay_temperature: float = field(default=0.1, metadata={"help": "Temperature T of softmax(f / T)."})
+    replay_standardize_scores: bool = field(
+        default=False, metadata={"help": "Standardise the scores over the pool before softmax(f / T)."}
+    )
     replay_selection: str = field(
         default="sample",
         metadata={"help": "sample (without replacement by softmax(f/T)) or max (highest first).",
@@ -90,8 +99,8 @@ class ReplayConfig(SFTConfig):
             raise ValueError(f"replay_loss_weighting must be one of {REPLAY_WEIGHTINGS}; got {self.replay_loss_weighting!r}")
         if not 0 < self.replay_ratio <= 1:
             raise ValueError(f"replay_ratio must be in (0, 1]; got {self.replay_ratio}")
-        if self.replay_temperature <= 0:
-            raise ValueError(f"replay_temperature must be > 0; got {self.replay_temperature}")
+        if not self.replay_temperature > 0 or not math.isfinite(self.replay_temperature):
+            raise ValueError(f"replay_temperature must be a finite number > 0; got {self.replay_temperature}")
         if self.replay_heldout_size < 0:
             raise ValueError(f"replay_heldout_size must be >= 0; got {self.replay_heldout_size}")
         if not 0 < self.online_warmup_fraction < 1:

@@ -1,16 +1,28 @@
 """The replay experiment of PAPER.md section 4 on a collected forgetting matrix.
 
-For each held-out task: fit a predictor on the other tasks' rows, reveal k entries of the task's
-true row, complete it, and fine-tune the base model on the task (same settings as the collection)
-with no replay, random replay, predicted replay and ground-truth replay. Every run is evaluated on
-the same held-out upstream examples, which are never replayed: forgetting = NLL after - NLL before.
-Task performance is the mean completion NLL on task examples not trained on. Each finished run is
-written atomically to ``<output_dir>/runs/``; a rerun skips them.
+For each test task and seed, the base model is fine-tuned on the task (the collection's settings)
+once per arm, and the forgetting of upstream examples that no arm replays is measured: NLL after
+minus NLL before. Task performance is the mean completion NLL on task examples not trained on.
+
+- Every arm trains on the same task rows in the same order: the replay arms share the replay
+  schedule of their seed, and the control (`none`) is that schedule with its replay rows trained on
+  nothing (`replay_strategy="masked"`), so only what is replayed differs between arms.
+- Test tasks follow a rule fixed before any replay result is seen (`test_task_rule`: by default the
+  tasks whose matrix rows forget most); each runs under every seed in `seeds` (the seed sets the
+  training order and the held-out split).
+- Arms: `none`, `random`, `ground_truth` (the oracle: the task's true row), `predicted` (the row
+  completed from `known_entries` entries revealed from the replay pool only, by a predictor fitted on
+  the other tasks), `online` (the deployable variant, measured during the run), `mir`; a `_max`
+  suffix selects the highest scores instead of sampling.
+- Every finished run is a file whose name carries a hash of every setting that changes it (all
+  replay, training and model settings but logging and paths, the matrix, the arm, the seed), so a
+  rerun with changed settings recomputes and a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -33,23 +45,72 @@ from ..stats import paired_comparison
 from ..training_data import prepare_training_rows
 from .trainer import ReplayTrainer, heldout_rows
 
-METHODS = {"none": "none", "random": "random", "predicted": "predicted", "ground_truth": "ground_truth"}
+# arm -> (replay strategy, selection: None keeps the configured one)
+METHODS = {
+    "none": ("masked", None),
+    "random": ("random", None),
+    "ground_truth": ("ground_truth", None),
+    "predicted": ("predicted", None),
+    "online": ("online", None),
+    "mir": ("mir", None),
+    "ground_truth_max": ("ground_truth", "max"),
+    "predicted_max": ("predicted", "max"),
+    "online_max": ("online", "max"),
+}
+TEST_TASK_RULES = ("most_forgetting", "random")
+# Settings that change no run: where things are written and how progress is shown.
+IGNORED_SETTINGS = (
+    "output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "logging_strategy",
+    "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "push_to_hub", "hub_model_id",
+    "hub_strategy", "hub_token", "hub_private_repo", "dataloader_num_workers", "resume_from_checkpoint",
+)
 
 
 @dataclass
 class ReplayExperimentArguments:
     matrix: str = field(metadata={"help": "Folder of the collected ForgettingMatrix (its metadata names the data)."})
-    test_tasks: list[str] | None = field(default=None, metadata={"help": "Held-out tasks (default: a seeded choice of num_test_tasks)."})
-    num_test_tasks: int = field(default=6, metadata={"help": "How many tasks to hold out when test_tasks is not given."})
-    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "none, random, predicted, ground_truth."})
-    predictor: str = field(default="mf", metadata={"help": "Predictor fitted on the training rows."})
-    known_entries: int = field(default=30, metadata={"help": "Revealed entries of each held-out task's row (k)."})
+    test_tasks: list[str] | None = field(default=None, metadata={"help": "Test tasks (default: chosen by test_task_rule)."})
+    num_test_tasks: int = field(default=8, metadata={"help": "How many tasks test_task_rule chooses."})
+    test_task_rule: str = field(
+        default="most_forgetting",
+        metadata={"help": "most_forgetting (highest mean row of the matrix) or random (seeded).", "choices": list(TEST_TASK_RULES)},
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "Training seeds: order and held-out split."})
+    methods: list[str] = field(
+        default_factory=lambda: ["none", "random", "ground_truth", "predicted"], metadata={"help": f"Arms: {', '.join(METHODS)}."}
+    )
+    predictor: str = field(default="mf", metadata={"help": "Predictor fitted on the other tasks' rows."})
+    known_entries: int = field(default=30, metadata={"help": "Revealed entries of each test task's row (k), from the replay pool."})
     task_eval_examples: int = field(default=64, metadata={"help": "Unseen task examples for task performance."})
 
     def __post_init__(self):
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}")
+        if self.test_task_rule not in TEST_TASK_RULES:
+            raise ValueError(f"test_task_rule must be one of {TEST_TASK_RULES}; got {self.test_task_rule!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one; got {self.seeds}")
+        for name in ("num_test_tasks", "known_entries", "task_eval_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+
+def choose_test_tasks(matrix: ForgettingMatrix, args: ReplayExperimentArguments) -> list[str]:
+    """The test tasks: as given, or by the fixed rule (ties broken by task name)."""
+    if args.test_tasks:
+        return list(args.test_tasks)
+    count = min(args.num_test_tasks, len(matrix.task_ids) - 2)
+    if args.test_task_rule == "random":
+        return default_test_tasks(matrix, count / len(matrix.task_ids))
+    means = np.nanmean(matrix.values, axis=1)
+    order = sorted(range(len(matrix.task_ids)), key=lambda i: (-means[i], matrix.task_ids[i]))
+    return sorted(matrix.task_ids[i] for i in order[:count])
+
+
+def settings_key(*parts) -> str:
+    """A short hash of everything that changes a run (JSON of the parts, sorted keys)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_args) -> dict:
@@ -63,75 +124,95 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         if model_args.model_name_or_path is None:
             model_args = dataclasses.replace(model_args, model_name_or_path=matrix.metadata["base_model"])
         resolve_model_path(model_args.model_name_or_path)  # converts the embedded model once, on the main process
-    heldout = heldout_rows(len(upstream), replay_args.replay_heldout_size, replay_args.replay_seed)
-    heldout_set = upstream.select(heldout)
-    score_length = settings["score_max_length"]
-    test_tasks = args.test_tasks or default_test_tasks(matrix, args.num_test_tasks / len(matrix.task_ids))
-
-    def load():
-        return load_model_and_tokenizer(model_args)
-
-    base_path = output_dir / "heldout_base_scores.json"
-    if base_path.exists():
-        base = np.array(json.loads(base_path.read_text())["scores"])
-    else:
-        model, tokenizer = load()
-        base = score_examples(model, tokenizer, heldout_set, max_length=score_length)
-        if state.is_main_process:
-            atomic_write_text(base_path, json.dumps({"example_ids": list(heldout_set["example_id"]), "scores": base.tolist()}))
-
+    test_tasks = choose_test_tasks(matrix, args)
+    training = {k: v for k, v in replay_args.to_dict().items() if k not in IGNORED_SETTINGS}
+    matrix_key = [matrix.header().to_json(), matrix.task_ids, hashlib.sha256(matrix.values.tobytes()).hexdigest()]
+    common = [training, dataclasses.asdict(model_args), matrix_key, args.predictor, args.known_entries, args.task_eval_examples]
+    jobs = [(seed, task, method) for seed in args.seeds for task in test_tasks for method in args.methods]
     runs = []
-    jobs = [(task, method) for task in test_tasks for method in args.methods]
-    for task, method in tqdm(jobs, desc="replay runs", disable=not state.is_main_process):
-        path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}.json"
+    for seed, task, method in tqdm(jobs, desc="replay runs", disable=not state.is_main_process):
+        key = settings_key(*common, seed, task, method)
+        path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}-seed{seed}-{key}.json"
         if path.exists():
             runs.append(json.loads(path.read_text()))
             continue
-        train, test = split_rows(matrix, [task])
-        truth = test.values[0]
-        scores = None
-        if method == "ground_truth":
-            scores = truth
-        elif method == "predicted":
-            rng = np.random.default_rng([replay_args.replay_seed, matrix.task_ids.index(task)])
-            known = rng.choice(len(truth), size=args.known_entries, replace=False)
-            predictor = predictor_class(args.predictor)().fit(train)
-            scores = predictor.predict([matrix.example_ids[j] for j in known], truth[known])
-        task_data = from_settings(TaskArguments, settings).load_task(task, max_examples=None)
-        n_train = settings["max_train_examples"] or len(task_data)
-        train_data = task_data.select(range(min(n_train, len(task_data))))
-        eval_data = task_data.select(range(len(train_data), min(len(task_data), len(train_data) + args.task_eval_examples)))
-        model, tokenizer = load()
-        prepared = prepare_training_rows(train_data, tokenizer, replay_args.max_length)
-        prepared.check(task, replay_args.max_length, settings.get("min_train_fraction", 0.9), settings.get("allow_hollow_rows", False))
-        run_dir = output_dir / "checkpoints" / f"{task_filename(task).removesuffix('.parquet')}-{method}"
-        run_args = dataclasses.replace(replay_args, output_dir=str(run_dir), replay_strategy=METHODS[method], save_strategy="no")
-        trainer = ReplayTrainer(
-            model=model, args=run_args, train_dataset=prepared.dataset,
-            processing_class=tokenizer, replay_dataset=upstream if method != "none" else None, replay_scores=scores,
-        )
-        if method != "none" and trainer.heldout_ids != list(heldout_set["example_id"]):
-            raise RuntimeError("The trainer's held-out split differs from the experiment's")
-        result = trainer.train()
-        tuned = trainer.accelerator.unwrap_model(trainer.model)
-        after = score_examples(tuned, tokenizer, heldout_set, max_length=score_length, show_progress=False)
-        task_nll = score_examples(tuned, tokenizer, eval_data, max_length=replay_args.max_length, show_progress=False)
-        replayed = [] if trainer.replay_sampler is None else trainer.replay_ids
-        run = {
-            "task": task, "method": method, "seed": replay_args.replay_seed, "train_loss": float(result.training_loss),
-            "heldout_forgetting": (after - base).tolist(), "mean_heldout_forgetting": float(np.mean(after - base)),
-            "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": len(replayed), **prepared.counts(),
-        }
+        runs.append(_run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state))
         if state.is_main_process:
-            atomic_write_text(path, json.dumps(run))
-            shutil.rmtree(run_dir, ignore_errors=True)
-        runs.append(run)
+            atomic_write_text(path, json.dumps(runs[-1]))
     summary = summarize_runs(runs)
     if state.is_main_process:
         atomic_write_text(output_dir / "replay_experiment.json", json.dumps({"runs": runs, "summary": summary}, indent=1))
         atomic_write_text(output_dir / "replay_experiment.md", summary_markdown(summary))
         print(summary_markdown(summary))
     return {"runs": runs, "summary": summary}
+
+
+def _base_scores(heldout_set, model_args, score_length, key: str, output_dir: Path, state) -> np.ndarray:
+    """Base-model NLL of the held-out examples of one seed, cached under the key of what it depends on."""
+    path = output_dir / f"heldout_base_scores-{key}.json"
+    if path.exists():
+        return np.array(json.loads(path.read_text())["scores"])
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    base = score_examples(model, tokenizer, heldout_set, max_length=score_length, show_progress=False)
+    if state.is_main_process:
+        atomic_write_text(path, json.dumps({"example_ids": list(heldout_set["example_id"]), "scores": base.tolist()}))
+    return base
+
+
+def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state) -> dict:
+    """One arm of one task under one seed."""
+    strategy, selection = METHODS[method]
+    run_args = dataclasses.replace(
+        replay_args, output_dir=str(output_dir / "checkpoints" / f"{task_filename(task).removesuffix('.parquet')}-{method}"),
+        replay_strategy=strategy, replay_selection=selection or replay_args.replay_selection, save_strategy="no",
+        seed=seed, replay_seed=seed,
+    )
+    heldout = heldout_rows(len(upstream), run_args.replay_heldout_size, seed)
+    heldout_set = upstream.select(heldout)
+    base = _base_scores(heldout_set, model_args, settings["score_max_length"],
+                        settings_key(dataclasses.asdict(model_args), settings["score_max_length"], heldout_set["example_id"]),
+                        output_dir, state)
+    train, test = split_rows(matrix, [task])
+    truth = test.values[0]
+    pool = np.setdiff1d(np.arange(len(truth)), heldout)  # the revealed entries come from the replay pool only
+    scores = predictor = known = None
+    if strategy == "ground_truth":
+        scores = truth
+    if strategy in ("predicted", "online"):
+        predictor = predictor_class(args.predictor)().fit(train)
+    if strategy == "predicted":
+        rng = np.random.default_rng([seed, matrix.task_ids.index(task)])
+        revealed = rng.choice(pool, size=min(args.known_entries, len(pool)), replace=False)
+        known = ([matrix.example_ids[j] for j in revealed], truth[revealed])
+    task_data = from_settings(TaskArguments, settings).load_task(task, max_examples=None)
+    n_train = settings["max_train_examples"] or len(task_data)
+    train_data = task_data.select(range(min(n_train, len(task_data))))
+    eval_data = task_data.select(range(len(train_data), min(len(task_data), len(train_data) + args.task_eval_examples)))
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    prepared = prepare_training_rows(train_data, tokenizer, run_args.max_length)
+    prepared.check(task, run_args.max_length, settings.get("min_train_fraction", 0.9), settings.get("allow_hollow_rows", False))
+    trainer = ReplayTrainer(
+        model=model, args=run_args, train_dataset=prepared.dataset, processing_class=tokenizer, replay_dataset=upstream,
+        replay_scores=scores, replay_predictor=predictor, replay_known=known,
+    )
+    if trainer.heldout_ids != list(heldout_set["example_id"]):
+        raise RuntimeError("The trainer's held-out split differs from the experiment's")
+    result = trainer.train()
+    tuned = trainer.accelerator.unwrap_model(trainer.model)
+    after = score_examples(tuned, tokenizer, heldout_set, max_length=settings["score_max_length"], show_progress=False)
+    task_nll = score_examples(tuned, tokenizer, eval_data, max_length=run_args.max_length, show_progress=False)
+    replayed = [row - trainer.replay_sampler.num_task for row in trainer.replay_sampler if row >= trainer.replay_sampler.num_task]
+    pool_truth = truth[np.setdiff1d(np.arange(len(truth)), heldout)]
+    shutil.rmtree(run_args.output_dir, ignore_errors=True)
+    return {
+        "task": task, "method": method, "seed": seed, "settings_key": key, "train_loss": float(result.training_loss),
+        "heldout_forgetting": (after - base).tolist(), "mean_heldout_forgetting": float(np.mean(after - base)),
+        "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": trainer.replay_pool_size,
+        # diagnostics: how targeted the replayed set was (its true-row mean against the pool's)
+        "replayed_true_mean": float(np.mean(pool_truth[replayed])) if replayed and method != "none" else None,
+        "pool_true_mean": float(np.mean(pool_truth)),
+        **prepared.counts(),
+    }
 
 
 def summarize_runs(runs: list[dict]) -> dict:

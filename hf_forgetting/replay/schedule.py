@@ -29,6 +29,17 @@ def replay_probabilities(scores: np.ndarray, temperature: float) -> np.ndarray:
     return weights / weights.sum()
 
 
+def standardized(scores: np.ndarray) -> np.ndarray:
+    """Scores with zero mean and unit standard deviation over their finite entries (-inf stays -inf)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    if finite.sum() < 2:
+        return scores
+    spread = scores[finite].std()
+    centred = np.where(finite, scores - scores[finite].mean(), scores)
+    return centred / spread if spread > 0 else np.where(finite, 0.0, scores)
+
+
 def draw_order(scores: np.ndarray, temperature: float, selection: str, rng: np.random.Generator) -> np.ndarray:
     """A full order of the pool: by decreasing score (``max``) or Gumbel-top-k under softmax(f/T) (``sample``)."""
     scores = np.asarray(scores, dtype=np.float64)

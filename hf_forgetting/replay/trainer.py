@@ -28,7 +28,7 @@ from ..files import atomic_write_text
 from ..scoring import score_examples, tokenize_for_scoring
 from ..training_guard import ParameterUpdateGuard
 from .config import ReplayConfig
-from .schedule import ReplaySampler
+from .schedule import ReplaySampler, standardized
 
 REPLAY_STATE_FILE = "replay_state.json"
 
@@ -94,7 +94,7 @@ class ReplayTrainer(SFTTrainer):
             seed=args_.replay_seed,
             temperature=args_.replay_temperature,
             selection=args_.replay_selection,
-            scores=scores,
+            scores=self.sampling_scores(scores),
         )
         self._adaptive = _AdaptiveReplayCallback(self) if args_.replay_strategy in ("online", "mir") else None
         if self._adaptive is not None:
@@ -119,7 +119,7 @@ class ReplayTrainer(SFTTrainer):
 
     def _initial_scores(self, replay_scores, predictor, known) -> np.ndarray | None:
         strategy = self.args.replay_strategy
-        if strategy in ("random", "online", "mir"):
+        if strategy in ("random", "online", "mir", "masked"):
             if strategy == "online" and predictor is None:
                 raise ValueError("replay_strategy='online' needs replay_predictor (a fitted forgetting predictor)")
             if predictor is not None:
@@ -154,10 +154,11 @@ class ReplayTrainer(SFTTrainer):
         self._num_task_rows = len(task_rows)
         max_length = self.args.max_length
         rows = {"input_ids": [], "labels": []}
+        masked = self.args.replay_strategy == "masked"  # the control: in the batches, trained on nothing
         for index in self._replayable:
             ids, mask = tokenize_for_scoring(self._replay_source[index], self.processing_class, max_length)
             rows["input_ids"].append(ids)
-            rows["labels"].append([t if m else -100 for t, m in zip(ids, mask)])
+            rows["labels"].append([t if m and not masked else -100 for t, m in zip(ids, mask)])
         replay_rows = Dataset.from_dict(rows, features=task_rows.select_columns(["input_ids", "labels"]).features)
         self.train_dataset = concatenate_datasets([task_rows.select_columns(["input_ids", "labels"]), replay_rows])
 
@@ -246,6 +247,12 @@ class ReplayTrainer(SFTTrainer):
 
         return scale_log_probs
 
+    def sampling_scores(self, scores: np.ndarray | None) -> np.ndarray | None:
+        """The scores the sampler draws by: as given, or standardised (`replay_standardize_scores`)."""
+        if scores is None or not self.args.replay_standardize_scores:
+            return scores
+        return standardized(scores)
+
     # -- the replay pool ----------------------------------------------------------------------------
 
     @property
@@ -323,11 +330,11 @@ class _AdaptiveReplayCallback(TrainerCallback):
             known_ids = [trainer.replay_ids[r] for r in self.probe_rows]
             row = trainer.replay_predictor.predict(known_ids, forgetting)
             columns = trainer.replay_predictor.column_indices(trainer.replay_ids)
-            trainer.replay_sampler.set_scores(row[columns])
+            trainer.replay_sampler.set_scores(trainer.sampling_scores(row[columns]))
             self.switched = True
         elif state.global_step % args.mir_refresh_steps == 0:
             candidates = self._pool_sample(args.mir_candidates, state.global_step)
             forgetting = trainer.score_replay_rows(candidates) - self.base_scores[candidates]
             scores = np.full(trainer.replay_pool_size, -np.inf)
             scores[candidates] = forgetting  # only fresh candidates; the most forgotten come first
-            trainer.replay_sampler.set_scores(scores)
+            trainer.replay_sampler.set_scores(trainer.sampling_scores(scores))
