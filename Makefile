@@ -26,9 +26,12 @@ DEMO_DIR ?= outputs/smollm2-135m-instruct/collect-demo
 demo: install
 	$(VENV)/bin/hf-forgetting demo --output_root outputs/smollm2-135m-instruct
 
-# The replay experiment on the demo matrix (8 test tasks x 2 seeds x 4 arms; not yet timed at this design).
-demo-replay: demo
-	$(VENV)/bin/hf-forgetting replay-experiment --config recipes/smollm2-135m-instruct/replay/config_experiment.yaml
+# The replay experiment in the faithful setting: adapt the base to the upstream passages (cached),
+# collect the demo matrix from it, then 8 test tasks x 2 seeds x 4 arms (not yet timed at this design).
+demo-replay: install
+	$(VENV)/bin/hf-forgetting adapt --config recipes/smollm2-135m-instruct/adapt/config_adapt.yaml
+	$(VENV)/bin/hf-forgetting collect --config recipes/smollm2-135m-instruct/collect/config_adapted.yaml
+	$(VENV)/bin/hf-forgetting replay-experiment --config recipes/smollm2-135m-instruct/replay/config_experiment_adapted.yaml
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,7 @@ from .data.arguments import TaskArguments, UpstreamArguments
 
 STAGES = {
     "demo": "the embedded default end to end: collect a 12 x 200 matrix, analyse it, compare predictors, fit one",
+    "adapt": "continue training the base model on the upstream examples, so that replay undoes forgetting (cached)",
     "collect": "fine-tune the base model on each task and record the forgetting matrix (resumable)",
     "analyze": "how low-rank is a matrix: R^2 by rank, simpler models, spectrum, plots",
     "evaluate": "hold tasks out, reveal k entries each, compare predictors (RMSE / F1 / AUC table)",
@@ -99,6 +100,17 @@ class PullArguments:
     revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit id (default: main)."})
     on_duplicate: str = field(default="error", metadata={"help": "Two contributions of one task: 'error' or 'first'."})
     token: str | None = field(default=None, metadata={"help": "Hub token, for private repos."})
+
+
+def _adapt(argv: list[str]) -> int:
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    from .adapt import AdaptArguments, adapt_base_model
+
+    parser = TrlParser((AdaptArguments, SFTConfig, ModelConfig), prog="hf-forgetting adapt")
+    args, training_args, model_args = parser.parse_args_and_config(argv)
+    adapt_base_model(args, training_args, model_args)
+    return 0
 
 
 def _collect(argv: list[str]) -> int:
@@ -342,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hf-forgetting: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     handlers = {
-        "demo": _demo, "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit,
+        "demo": _demo, "adapt": _adapt, "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit,
         "predict": _predict, "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
     }
     try:

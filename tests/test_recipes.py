@@ -33,7 +33,7 @@ def test_the_expected_recipes_exist():
     assert {p.stem for p in ACCELERATE} >= {"cpu", "cpu_2proc", "ddp", "fsdp", "deepspeed_zero3"}
     for model in MODELS:
         stages = {p.parent.name for p in model.glob("*/*.yaml")}
-        assert stages == {"collect", "replay"}, model
+        assert stages >= {"collect", "replay"} and stages <= {"adapt", "collect", "replay"}, model
         assert any("online" in p.read_text() for p in (model / "replay").glob("*.yaml")), f"{model}: no online replay recipe"
 
 
@@ -104,3 +104,15 @@ def test_embedded_recipes_ship_inside_the_package():
     assert (RECIPES / "smollm2-135m-instruct").resolve() == packaged.parent.parent.resolve()  # one copy, linked
     with pytest.raises(FileNotFoundError, match="No packaged recipe 'collect/nope.yaml'"):
         recipe_path("collect", "nope.yaml")
+
+
+def test_adapt_recipe_parses_into_the_adapt_stage_dataclasses():
+    from hf_forgetting.adapt import AdaptArguments
+
+    recipe = RECIPES / "smollm2-135m-instruct" / "adapt" / "config_adapt.yaml"
+    parser = TrlParser((AdaptArguments, SFTConfig, ModelConfig))
+    args, training, model = parser.parse_args_and_config(["--config", str(recipe), "--use_cpu", "true"])
+    collect = yaml.safe_load((RECIPES / "smollm2-135m-instruct" / "collect" / "config_demo.yaml").read_text())
+    assert (args.num_upstream_examples, args.upstream_seed) == (collect["num_upstream_examples"], collect["upstream_seed"])
+    adapted = yaml.safe_load((RECIPES / "smollm2-135m-instruct" / "collect" / "config_adapted.yaml").read_text())
+    assert adapted["model_name_or_path"] == training.output_dir  # the collection starts from the adapted base
