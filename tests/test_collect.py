@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import yaml
-from conftest import configs, write_jsonl  # noqa: F401 - data_files is a conftest fixture
+from conftest import configs, write_jsonl
 
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.collect import CollectArguments, Collector, collect_forgetting_matrix, task_filename

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_collect import configs, data_files  # noqa: F401 - data_files is a fixture
+from conftest import configs
 
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.collect import CollectArguments, parse_index_ranges
@@ -62,7 +62,7 @@ def test_task_filter_and_field_mapping(tmp_path):
         load_task(str(path))
 
 
-def _recipe(data_files, checkpoint, path, **overrides):  # noqa: F811
+def _recipe(data_files, checkpoint, path, **overrides):
     args, _, _ = configs(data_files, checkpoint, path.parent)
     recipe = {
         "model_name_or_path": str(checkpoint), "upstream_dataset": args.upstream_dataset, "num_upstream_examples": 8,
@@ -89,7 +89,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_with_the_cpu_2proc_config_give_the_one_process_matrix(data_files, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_two_processes_with_the_cpu_2proc_config_give_the_one_process_matrix(data_files, tiny_checkpoint, tmp_path):
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml", per_device_train_batch_size=2)
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     two = [
@@ -110,7 +110,7 @@ def test_two_processes_with_the_cpu_2proc_config_give_the_one_process_matrix(dat
 
 
 @pytest.mark.slow
-def test_two_processes_that_do_not_form_a_group_are_refused(data_files, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_two_processes_that_do_not_form_a_group_are_refused(data_files, tiny_checkpoint, tmp_path):
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml", use_cpu=False)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     command = [*torchrun, "-m", "hf_forgetting", "collect", "--config", str(recipe), "--output_dir", str(tmp_path / "out")]
@@ -120,7 +120,7 @@ def test_two_processes_that_do_not_form_a_group_are_refused(data_files, tiny_che
 
 
 @pytest.mark.slow
-def test_job_array_in_a_shared_folder_merges_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_job_array_in_a_shared_folder_merges_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path):
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml")
     _collect(recipe, tmp_path / "single")
     single = ForgettingMatrix.load(tmp_path / "single" / "matrix")
@@ -141,7 +141,7 @@ def test_job_array_in_a_shared_folder_merges_into_the_single_job_matrix(data_fil
 
 
 @pytest.mark.slow
-def test_jobs_pushing_rows_to_a_hub_repo_merge_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path, hub):  # noqa: F811
+def test_jobs_pushing_rows_to_a_hub_repo_merge_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path, hub):
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml")
     _collect(recipe, tmp_path / "single")
     single = ForgettingMatrix.load(tmp_path / "single" / "matrix")
