@@ -18,8 +18,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class LogisticMFPredictor(BiasedFactorsPredictor):
-    """Args:
-    rank: latent factors. reg: L2 strength. steps / learning_rate: Adam schedule. seed: initialisation.
+    """Logistic biased MF for binary (`em_drop`) matrices: P(forgotten) = sigmoid(mu + b_i + b_j + p_i . q_j).
+
+    Args:
+        rank (`int`, *optional*, defaults to `5`):
+            Number of latent factors.
+        reg (`float`, *optional*, defaults to `1e-3`):
+            L2 strength.
+        steps (`int`, *optional*, defaults to `500`):
+            Adam steps of the fit.
+        learning_rate (`float`, *optional*, defaults to `0.05`):
+            Adam learning rate.
+        seed (`int`, *optional*, defaults to `0`):
+            Initialisation.
     """
 
     name = "logistic_mf"

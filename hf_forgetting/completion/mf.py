@@ -27,10 +27,14 @@ class MFPredictor(BiasedFactorsPredictor):
     """Biased MF ("SVD" in the paper, rank 5) with ridge fold-in of new tasks.
 
     Args:
-        rank: number of latent factors.
-        reg: L2 regularisation of factors and biases (fitting and fold-in).
-        iterations: ALS sweeps.
-        seed: initialisation of the example factors.
+        rank (`int`, *optional*, defaults to `5`):
+            Number of latent factors.
+        reg (`float`, *optional*, defaults to `0.1`):
+            L2 regularisation of factors and biases (fitting and fold-in).
+        iterations (`int`, *optional*, defaults to `30`):
+            ALS sweeps.
+        seed (`int`, *optional*, defaults to `0`):
+            Initialisation of the example factors.
     """
 
     name = "mf"

@@ -627,8 +627,12 @@ class HubServer:
     """A Hub-compatible server in a background thread: ``with HubServer() as hub: ... hub.url``.
 
     Args:
-        tokens: access token -> user name; a write needs one of these tokens.
-        port: 0 picks a free port.
+        tokens (`dict[str, str]`, *optional*):
+            Access token -> user name; a write needs one of these tokens.
+        port (`int`, *optional*, defaults to `0`):
+            0 picks a free port.
+        verbose (`bool`, *optional*, defaults to `False`):
+            Log every request.
     """
 
     def __init__(self, tokens: dict[str, str] | None = None, port: int = 0, verbose: bool = False):
