@@ -24,13 +24,12 @@ from datasets import concatenate_datasets
 from .data.arguments import UpstreamArguments
 from .files import atomic_write_text
 from .modeling import load_model_and_tokenizer, peft_config
+from .run_settings import result_settings
 from .scoring import score_examples
 from .training_data import prepare_training_rows
 from .training_guard import ParameterUpdateGuard
 
 ADAPT_FILE = "adapt.json"
-IGNORED = ("output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
-           "save_total_limit", "save_strategy", "resume_from_checkpoint", "dataloader_num_workers")
 
 
 @dataclass
@@ -112,6 +111,5 @@ def _mean_nll(model, tokenizer, dataset, args: AdaptArguments) -> float:
 
 
 def _settings(args, training_args, model_args) -> dict:
-    training = {k: v for k, v in training_args.to_dict().items() if k not in IGNORED}
-    return json.loads(json.dumps({"adapt": dataclasses.asdict(args), "training": training,
+    return json.loads(json.dumps({"adapt": dataclasses.asdict(args), "training": result_settings(training_args),
                                   "model": dataclasses.asdict(model_args)}, default=str))

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_forgetting"
 # Lowest layer first; a module may import its own layer or a lower one. The README's Layout section
 # shows the same map.
 LAYERS = [
-    ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing"]),
+    ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing", "run_settings"]),
     ("numerics", ["fits", "stats", "scoring", "completion", "analysis", "plots", "embeddings", "training_data"]),
     ("orchestration", ["collect", "replay", "explorer", "training_guard", "adapt"]),
     ("entry points", ["cli", "__main__", ""]),

@@ -40,6 +40,7 @@ from ..files import atomic_write_text
 from ..format.collect_rows import task_filename
 from ..matrix import ForgettingMatrix
 from ..modeling import load_model_and_tokenizer, resolve_model_path
+from ..run_settings import result_settings
 from ..scoring import score_examples
 from ..stats import paired_comparison
 from ..training_data import prepare_training_rows
@@ -58,12 +59,6 @@ METHODS = {
     "online_max": ("online", "max"),
 }
 TEST_TASK_RULES = ("most_forgetting", "random")
-# Settings that change no run: where things are written and how progress is shown.
-IGNORED_SETTINGS = (
-    "output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "logging_strategy",
-    "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "push_to_hub", "hub_model_id",
-    "hub_strategy", "hub_token", "hub_private_repo", "dataloader_num_workers", "resume_from_checkpoint",
-)
 
 
 @dataclass
@@ -125,7 +120,7 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
             model_args = dataclasses.replace(model_args, model_name_or_path=matrix.metadata["base_model"])
         resolve_model_path(model_args.model_name_or_path)  # converts the embedded model once, on the main process
     test_tasks = choose_test_tasks(matrix, args)
-    training = {k: v for k, v in replay_args.to_dict().items() if k not in IGNORED_SETTINGS}
+    training = result_settings(replay_args)
     matrix_key = [matrix.header().to_json(), matrix.task_ids, hashlib.sha256(matrix.values.tobytes()).hexdigest()]
     common = [training, dataclasses.asdict(model_args), matrix_key, args.predictor, args.known_entries, args.task_eval_examples]
     jobs = [(seed, task, method) for seed in args.seeds for task in test_tasks for method in args.methods]
