@@ -350,7 +350,7 @@ class Collector:
             "train_steps": int(result.global_step),
             **prepared.counts(),
             "num_train_examples": len(trainer.train_dataset),  # what the trainer iterates, after TRL's preparation too
-            "hollow": prepared.kept < self.args.min_train_fraction * prepared.requested,
+            "hollow": prepared.is_hollow(self.args.min_train_fraction),
             "seconds": round(time.time() - started, 1),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "world_size": self.state.num_processes,

@@ -66,9 +66,13 @@ class TrainingRows:
             "num_trained_tokens": trained_tokens,
         }
 
+    def is_hollow(self, min_fraction: float) -> bool:
+        """Fewer than `min_fraction` of the requested examples survived."""
+        return self.requested > 0 and self.kept < min_fraction * self.requested
+
     def check(self, task: str, max_length: int | None, min_fraction: float, allow_hollow: bool = False) -> None:
         """Refuse a task of which fewer than `min_fraction` of the requested examples survive."""
-        if self.requested == 0 or self.kept >= min_fraction * self.requested or allow_hollow:
+        if not self.is_hollow(min_fraction) or allow_hollow:
             return
         raise HollowTaskError(
             f"Task {task!r}: only {self.kept} of {self.requested} training examples fit max_length={max_length} "

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ForgettingMatrixError, PredictorFormatError, UnknownExampleError
 from ..files import atomic_write, atomic_write_text
-from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, read_arrays, write_arrays
+from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, finite_number, read_arrays, write_arrays
 from ..matrix import ForgettingMatrix
 
 # name -> class; every concrete subclass registers itself under its ``name``.
@@ -267,10 +267,7 @@ class ForgettingPredictor:
 
     def _finite_state(self, state: dict[str, Any], name: str, source: str) -> float:
         """``state[name]`` as a finite float."""
-        value = state.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ValueError(f"{source}: state {name!r} must be a finite number; got {value!r}")
-        return float(value)
+        return finite_number(state.get(name), f"state {name!r}", source)
 
 
 def _looks_like_repo_id(name) -> bool:

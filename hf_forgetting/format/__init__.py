@@ -11,6 +11,4 @@ Every header names its ``kind``, so that a matrix is never read as a predictor n
 from .matrix import MATRIX_KIND
 from .predictor import PREDICTOR_KIND
 
-KINDS = (MATRIX_KIND, PREDICTOR_KIND)
-
-__all__ = ["KINDS", "MATRIX_KIND", "PREDICTOR_KIND"]
+__all__ = ["MATRIX_KIND", "PREDICTOR_KIND"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..files import atomic_write_parquet
-
-logger = logging.getLogger(__name__)
 
 ROW_COLUMNS = ("example_id", "score_after", "forgetting")
 PROVENANCE_KEY = b"hf_forgetting"

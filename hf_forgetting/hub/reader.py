@@ -7,7 +7,6 @@ before any data is read. Every error names the repo, the commit and the file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,16 +108,6 @@ class RepoReader:
     def read_text(self, path: str) -> bytes:
         """A small file's bytes (JSON headers), within ``max_json_bytes``."""
         return self.download(path, max_bytes=self.limits.max_json_bytes).read_bytes()
-
-    def read_json(self, path: str, max_bytes: int | None = None) -> dict:
-        local = self.download(path, max_bytes=max_bytes or self.limits.max_json_bytes)
-        try:
-            content = json.loads(local.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise self.error(path, f"not valid JSON ({error})") from None
-        if not isinstance(content, dict):
-            raise self.error(path, "expected a JSON object")
-        return content
 
     def open_parquet(self, path: str, schema: pa.Schema, max_rows: int) -> pq.ParquetFile:
         """The parquet file ``path``, its footer checked: exactly ``schema``, at most ``max_rows`` rows,
