@@ -7,8 +7,9 @@ faithful setting offline: it continues training the base model on the upstream e
 matrix's columns, plus optionally more passages of the same sources) until their NLL flattens, and
 saves the result as a base checkpoint that collection and replay recipes name.
 
-The output folder is a cache: a finished folder whose ``adapt.json`` records the same settings is
-reused, a killed run resumes from its last checkpoint, and a folder of other settings is refused.
+The output folder is a cache: ``adapt.json`` records the settings before training starts, a finished
+folder of the same settings is reused, a killed run resumes from its last checkpoint, and a folder of
+other (or unrecorded) settings is refused.
 """
 
 from __future__ import annotations
@@ -68,13 +69,21 @@ def adapt_base_model(args: AdaptArguments, training_args, model_args) -> dict:
         report = json.loads(report_path.read_text())
         if report.get("settings") != settings:
             raise ValueError(f"{output_dir} holds a model adapted with other settings; use a new output_dir or delete it")
-        print(f"Reusing the adapted model in {output_dir}")
-        return report
+        if "nll_after" in report:
+            print(f"Reusing the adapted model in {output_dir}")
+            return report
+    elif output_dir.exists() and any(output_dir.iterdir()):
+        raise ValueError(f"{output_dir} is not empty and records no adapt settings; use a new output_dir or delete it")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_path, json.dumps({"settings": settings}, indent=2))  # checkpoints below are of these settings
     train_set, check_set = _passages(args)
     model, tokenizer = load_model_and_tokenizer(model_args)
     before = {name: _mean_nll(model, tokenizer, data, args) for name, data in (("trained", train_set), ("unseen", check_set))}
     rows = prepare_training_rows(train_set, tokenizer, training_args.max_length)
+    # With an eval_strategy, the unseen passages' loss is logged as it goes: the curve shows when it flattens.
+    check_rows = prepare_training_rows(check_set, tokenizer, training_args.max_length).dataset
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=rows.dataset, processing_class=tokenizer,
+                         eval_dataset=check_rows if training_args.eval_strategy != "no" else None,
                          peft_config=peft_config(model_args), callbacks=[ParameterUpdateGuard()])
     last = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
     result = trainer.train(resume_from_checkpoint=last)
@@ -85,12 +94,14 @@ def adapt_base_model(args: AdaptArguments, training_args, model_args) -> dict:
     report = {
         "settings": settings, "train_loss": float(result.training_loss), "steps": int(result.global_step),
         "trained_passages": len(train_set), "unseen_passages": len(check_set),
-        "nll_before": before, "nll_after": after, **rows.counts(),
+        "nll_before": before, "nll_after": after, "curve": _curve(trainer.state.log_history), **rows.counts(),
     }
     atomic_write_text(report_path, json.dumps(report, indent=2))
     print(f"Adapted {model_args.model_name_or_path} on {len(train_set)} upstream passages: mean NLL of the trained "
           f"passages {before['trained']:.3f} -> {after['trained']:.3f}, of {len(check_set)} unseen passages of the same "
           f"sources {before['unseen']:.3f} -> {after['unseen']:.3f}. Saved to {output_dir}")
+    for point in report["curve"]:
+        print("  " + ", ".join(f"{name} {value:.3f}" if name != "epoch" else f"epoch {value:.2f}" for name, value in point.items()))
     return report
 
 
@@ -104,6 +115,16 @@ def _passages(args: AdaptArguments):
     check = rest.select(range(len(extra), min(len(rest), len(extra) + args.check_examples)))
     train = concatenate_datasets([upstream, extra]) if len(extra) else upstream
     return train, check
+
+
+def _curve(log_history: list[dict]) -> list[dict]:
+    """Per logged epoch: the training loss and, where evaluated, the unseen passages' loss (token mean)."""
+    curve: dict[float, dict] = {}
+    for entry in log_history:
+        for name in ("loss", "eval_loss"):
+            if name in entry and "epoch" in entry:
+                curve.setdefault(round(entry["epoch"], 2), {"epoch": round(entry["epoch"], 2)})[name] = float(entry[name])
+    return list(curve.values())
 
 
 def _mean_nll(model, tokenizer, dataset, args: AdaptArguments) -> float:

@@ -108,7 +108,7 @@ def _adapt(argv: list[str]) -> int:
     from .adapt import AdaptArguments, adapt_base_model
 
     parser = TrlParser((AdaptArguments, SFTConfig, ModelConfig), prog="hf-forgetting adapt")
-    args, training_args, model_args = parser.parse_args_and_config(argv)
+    args, training_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     adapt_base_model(args, training_args, model_args)
     return 0
 
@@ -119,9 +119,23 @@ def _collect(argv: list[str]) -> int:
     from .collect import CollectArguments, collect_forgetting_matrix
 
     parser = TrlParser((CollectArguments, SFTConfig, ModelConfig), prog="hf-forgetting collect")
-    args, training_args, model_args = parser.parse_args_and_config(argv)
+    args, training_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     collect_forgetting_matrix(args, training_args, model_args)
     return 0
+
+
+def _without_accelerator(argv: list[str]) -> list[str]:
+    """Training arguments as given, plus ``--use_cpu true`` on a machine without an accelerator.
+
+    Recipes say ``bf16: true`` as on a GPU; transformers refuses bf16 on a CPU unless `use_cpu` is set,
+    and then trains in CPU bf16 autocast (fp32 weights), so one recipe runs on both.
+    """
+    import torch
+
+    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
+    if accelerated or any(arg.startswith("--use_cpu") for arg in argv):
+        return argv
+    return [*argv, "--use_cpu", "true"]
 
 
 def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[str, ...] = ()):
@@ -232,7 +246,7 @@ def _train(argv: list[str]) -> int:
     from .training_data import prepare_training_rows
 
     parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig), prog="hf-forgetting train")
-    args, replay_args, model_args = parser.parse_args_and_config(argv)
+    args, replay_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     upstream = args.load_upstream()
     scores = predictor = known = None
     if args.replay_scores_file:
@@ -268,7 +282,7 @@ def _replay_experiment(argv: list[str]) -> int:
     from .replay.experiment import ReplayExperimentArguments, run_replay_experiment
 
     parser = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig), prog="hf-forgetting replay-experiment")
-    args, replay_args, model_args = parser.parse_args_and_config(argv)
+    args, replay_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     run_replay_experiment(args, replay_args, model_args)
     return 0
 

@@ -4,6 +4,7 @@ resumable. Upstream text: docstrings of Python's standard library."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import stdlib_corpus, write_jsonl
@@ -18,7 +19,7 @@ def _configs(tmp_path, checkpoint, **training):
                           check_examples=8, score_max_length=32)
     settings = dict(output_dir=str(tmp_path / "adapted"), num_train_epochs=3, per_device_train_batch_size=4, learning_rate=3e-3,
                     bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="epoch", use_cpu=True,
-                    disable_tqdm=True, max_length=48, seed=0) | training
+                    disable_tqdm=True, max_length=48, seed=0, eval_strategy="epoch") | training
     return args, SFTConfig(**settings), ModelConfig(model_name_or_path=str(checkpoint))
 
 
@@ -36,9 +37,28 @@ def test_adapting_lowers_the_nll_of_the_passages_and_is_reused(tiny_checkpoint, 
 
 
 def test_a_killed_adaptation_resumes_from_its_last_checkpoint(tiny_checkpoint, tmp_path):
-    args, training, model = _configs(tmp_path, tiny_checkpoint, num_train_epochs=1)
-    adapt_base_model(args, training, model)  # one epoch, leaving checkpoint-3 behind
-    (tmp_path / "adapted" / "adapt.json").unlink()  # as if killed after the checkpoint, before finishing
     args, training, model = _configs(tmp_path, tiny_checkpoint, num_train_epochs=2)
+    adapt_base_model(args, training, model)  # checkpoints at steps 3 and 6
+    folder = tmp_path / "adapted"
+    # As if killed during the second epoch: its checkpoint and the final model not yet written, the
+    # settings (written before training) on disk.
+    for name in ("checkpoint-6", "model.safetensors"):
+        path = folder / name
+        (shutil.rmtree(path) if path.is_dir() else path.unlink())
+    settings_only = {"settings": json.loads((folder / "adapt.json").read_text())["settings"]}
+    (folder / "adapt.json").write_text(json.dumps(settings_only))
+    first_checkpoint = (folder / "checkpoint-3" / "trainer_state.json").stat().st_mtime_ns
     report = adapt_base_model(args, training, model)
-    assert report["steps"] == 6  # continued from step 3, not restarted
+    assert report["steps"] == 6 and (folder / "model.safetensors").exists()
+    assert (folder / "checkpoint-3" / "trainer_state.json").stat().st_mtime_ns == first_checkpoint  # resumed, not redone
+    assert [point["epoch"] for point in report["curve"] if "eval_loss" in point] == [1.0, 2.0]
+
+
+def test_a_folder_of_unrecorded_or_other_settings_is_refused(tiny_checkpoint, tmp_path):
+    args, training, model = _configs(tmp_path, tiny_checkpoint, num_train_epochs=1)
+    (tmp_path / "adapted" / "checkpoint-3").mkdir(parents=True)  # e.g. left by an older version
+    with pytest.raises(ValueError, match="records no adapt settings"):
+        adapt_base_model(args, training, model)
+    (tmp_path / "adapted" / "adapt.json").write_text(json.dumps({"settings": {"adapt": "other"}}))
+    with pytest.raises(ValueError, match="other settings"):
+        adapt_base_model(args, training, model)

@@ -152,3 +152,19 @@ def test_demo_stage_is_listed_and_has_help(capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["demo", "--help"])
     assert stopped.value.code == 0 and "--output_root" in capsys.readouterr().out
+
+
+def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator():
+    """Recipes say bf16 as on a GPU; on a CPU the training stages add use_cpu, which transformers asks for."""
+    import torch
+    from trl import SFTConfig, TrlParser
+
+    from hf_forgetting.cli import _without_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    argv = _without_accelerator(["--output_dir", "out", "--bf16", "true"])
+    assert argv[-2:] == ["--use_cpu", "true"]
+    (args,) = TrlParser((SFTConfig,)).parse_args_and_config(argv)
+    assert args.bf16 and args.use_cpu
+    assert _without_accelerator(["--use_cpu", "false"]) == ["--use_cpu", "false"]  # an explicit choice stays
