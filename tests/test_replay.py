@@ -99,6 +99,8 @@ def test_schedule_is_a_function_of_seed_epoch_and_switches():
         ({"replay_selection": "best"}, "replay_selection"),
         ({"packing": True}, "packing=True cannot be combined with replay"),
         ({"online_warmup_fraction": 1.0}, "online_warmup_fraction"),
+        ({"replay_max_length": 96}, "must not exceed max_length"),
+        ({"replay_max_length": 1}, "replay_max_length must be >= 2"),
     ],
 )
 def test_bad_config(overrides, message, tmp_path):
@@ -144,10 +146,12 @@ def test_strategy_none_matches_sft_trainer_step_for_step(tiny_tokenizer, tmp_pat
     assert len(sft) == 4 and sft == replay
 
 
-def test_replay_rows_are_interleaved_masked_and_never_heldout(tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("replay_max_length", [None, 20])
+def test_replay_rows_are_interleaved_masked_and_never_heldout(replay_max_length, tiny_tokenizer, tmp_path):
     upstream = upstream_dataset()
     scores = np.linspace(0, 1, len(upstream))
-    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path, max_steps=10),
+    args = config(tmp_path, max_steps=10, replay_max_length=replay_max_length)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args,
                             train_dataset=task_dataset(), processing_class=tiny_tokenizer,
                             replay_dataset=upstream, replay_scores=scores)
     assert len(trainer.heldout_ids) == 5 and not set(trainer.heldout_ids) & set(trainer.replay_ids)
@@ -158,7 +162,8 @@ def test_replay_rows_are_interleaved_masked_and_never_heldout(tiny_tokenizer, tm
     batches = record_batches(trainer)
     trainer.train()
     rows = [(ids, labels) for batch in batches for ids, labels in zip(batch["input_ids"], batch["labels"])]
-    texts = {tuple(tiny_tokenizer(row["text"])["input_ids"][:48]): row for row in upstream}
+    kept = replay_max_length or 48  # replayed passages are cut to replay_max_length, else max_length
+    texts = {tuple(tiny_tokenizer(row["text"])["input_ids"][:kept]): row for row in upstream}
     replay_rows = task_rows = 0
     for ids, labels in rows:
         real = ids[: (ids != tiny_tokenizer.pad_token_id).nonzero().max() + 1].tolist()

@@ -86,7 +86,8 @@ def test_summary_is_run_level_on_synthetic_runs():
             for method, shift in (("random", 0.05), ("predicted", 0.0), ("none", 0.1)):
                 values = (rng.normal(0.1 + shift, 0.01, size=20)).tolist()
                 runs.append({"task": f"t{t}", "seed": seed, "method": method, "heldout_forgetting": values,
-                             "mean_heldout_forgetting": float(np.mean(values)), "task_eval_nll": 1.0 + rng.normal(0, 0.01)})
+                             "mean_heldout_forgetting": float(np.mean(values)), "task_eval_nll": 1.0 + rng.normal(0, 0.01),
+                             "replayed_true_mean": {"random": 0.1, "predicted": 0.2}.get(method), "pool_true_mean": 0.1})
     summary = summarize_runs(runs)
     test = summary["tests"]["predicted_vs_random"]["heldout_forgetting"]
     assert test["tasks"] == 8 and test["seeds"] == 2 and test["tasks_lower"] == 8
@@ -97,7 +98,10 @@ def test_summary_is_run_level_on_synthetic_runs():
     assert summary["methods"]["predicted"]["runs"] == 16
     assert "top_quartile_forgetting" in summary["tests"]["predicted_vs_random"]
     json.dumps(summary)
-    assert "| predicted_vs_random | heldout_forgetting |" in summary_markdown(summary)
+    assert summary["methods"]["predicted"]["replayed_true_mean"] == pytest.approx(0.2)
+    assert summary["methods"]["none"]["replayed_true_mean"] is None
+    markdown = summary_markdown(summary)
+    assert "| predicted_vs_random | heldout_forgetting |" in markdown and "| +0.2000 (+0.1000) |" in markdown
 
 
 def test_sign_flip_p_against_a_naive_enumeration():

@@ -46,6 +46,11 @@ class ReplayConfig(SFTConfig):
             documents do not dominate. Computed inside TRL's loss (its fused LM head's per-token log-probabilities
             are re-weighted), so TRL's metrics and gradient accumulation are unchanged; needs `loss_type="nll"`
             and no label smoothing.
+        replay_max_length (`int` or `None`, *optional*):
+            Tokens kept of each replayed upstream example, and scored for the online and MIR probes; defaults to
+            `max_length`. Set it to the length the forgetting is measured on (the collection's
+            `score_max_length`) to replay what is measured and no more: long passages then stop padding every
+            batch of short task rows to `max_length`.
         online_warmup_fraction (`float`, *optional*, defaults to `0.1`):
             Share of the training steps run with random replay before the online switch.
         online_num_probe (`int`, *optional*, defaults to `30`):
@@ -82,6 +87,9 @@ class ReplayConfig(SFTConfig):
         metadata={"help": "token (mean over tokens) or sequence (mean over sequences of per-sequence means).",
                   "choices": list(REPLAY_WEIGHTINGS)},
     )
+    replay_max_length: int | None = field(
+        default=None, metadata={"help": "Tokens kept of each replayed upstream example (default: max_length)."}
+    )
     online_warmup_fraction: float = field(
         default=0.1, metadata={"help": "Share of steps with random replay before the online switch."}
     )
@@ -101,6 +109,10 @@ class ReplayConfig(SFTConfig):
             raise ValueError(f"replay_ratio must be in (0, 1]; got {self.replay_ratio}")
         if not self.replay_temperature > 0 or not math.isfinite(self.replay_temperature):
             raise ValueError(f"replay_temperature must be a finite number > 0; got {self.replay_temperature}")
+        if self.replay_max_length is not None and self.replay_max_length < 2:
+            raise ValueError(f"replay_max_length must be >= 2 (one token to predict from another); got {self.replay_max_length}")
+        if self.replay_max_length and self.max_length and self.replay_max_length > self.max_length:
+            raise ValueError(f"replay_max_length ({self.replay_max_length}) must not exceed max_length ({self.max_length})")
         if self.replay_heldout_size < 0:
             raise ValueError(f"replay_heldout_size must be >= 0; got {self.replay_heldout_size}")
         if not 0 < self.online_warmup_fraction < 1:

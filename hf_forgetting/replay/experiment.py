@@ -238,6 +238,9 @@ def summarize_runs(runs: list[dict]) -> dict:
             "task_eval_nll": float(np.mean([np.mean(v) for v in values(m, "task_eval_nll").values()])),
             "per_task": {t: float(np.mean(v)) for t, v in values(m, "mean_heldout_forgetting").items()},
             "runs": sum(len(v) for v in by[m].values()),
+            # how targeted the replayed set was: its true-row mean against the pool's (None for the control)
+            "replayed_true_mean": _mean_or_none([r.get("replayed_true_mean") for v in by[m].values() for r in v]),
+            "pool_true_mean": _mean_or_none([r.get("pool_true_mean") for v in by[m].values() for r in v]),
         }
         for m in methods
     }
@@ -254,12 +257,18 @@ def summarize_runs(runs: list[dict]) -> dict:
     return {"tasks": tasks, "methods": table, "tests": tests}
 
 
+def _mean_or_none(values: list) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
 def summary_markdown(summary: dict) -> str:
     lines = [f"Held-out tasks ({len(summary['tasks'])}): {', '.join(summary['tasks'])}", "",
-             "| method | runs | mean forgetting of never-replayed upstream examples | task eval NLL |",
-             "| --- | ---: | ---: | ---: |"]
+             "| method | runs | mean forgetting of never-replayed upstream examples | task eval NLL | true-row mean of the replayed set (pool) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for method, row in summary["methods"].items():
-        lines.append(f"| {method} | {row['runs']} | {row['mean_heldout_forgetting']:+.4f} | {row['task_eval_nll']:.4f} |")
+        targeted = "" if row.get("replayed_true_mean") is None else f"{row['replayed_true_mean']:+.4f} ({row['pool_true_mean']:+.4f})"
+        lines.append(f"| {method} | {row['runs']} | {row['mean_heldout_forgetting']:+.4f} | {row['task_eval_nll']:.4f} | {targeted} |")
     lines += ["", "Against random replay, the task (mean over its seeds) as the unit:", "",
               "| comparison | endpoint | difference [95% CI] | paired t p | sign-flip p | tasks lower | in seed SDs | detectable (80% power) |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]

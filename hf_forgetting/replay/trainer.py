@@ -152,7 +152,7 @@ class ReplayTrainer(SFTTrainer):
         if "labels" not in task_rows.column_names:
             raise ValueError("ReplayTrainer expects the prepared task dataset to have labels (TRL >= 1.0)")
         self._num_task_rows = len(task_rows)
-        max_length = self.args.max_length
+        max_length = self.replay_max_length
         rows = {"input_ids": [], "labels": []}
         masked = self.args.replay_strategy == "masked"  # the control: in the batches, trained on nothing
         for index in self._replayable:
@@ -260,6 +260,11 @@ class ReplayTrainer(SFTTrainer):
         """Number of replayable upstream examples (the sampler's replay rows)."""
         return len(self._replayable)
 
+    @property
+    def replay_max_length(self) -> int | None:
+        """Tokens kept of each replayed example (`replay_max_length`, else `max_length`)."""
+        return self.args.replay_max_length or self.args.max_length
+
     def replay_examples(self, rows: Sequence[int]) -> list[dict]:
         """The upstream examples of replay rows ``rows`` (indices into :attr:`replay_ids`)."""
         return [self._replay_source[self._replayable[r]] for r in rows]
@@ -268,7 +273,7 @@ class ReplayTrainer(SFTTrainer):
         """Mean token NLL of replay rows ``rows`` under the model as it is now (the scorer's masks)."""
         model = self.accelerator.unwrap_model(self.model)
         return score_examples(
-            model, self.processing_class, self.replay_examples(rows), max_length=self.args.max_length,
+            model, self.processing_class, self.replay_examples(rows), max_length=self.replay_max_length,
             batch_size=self.args.per_device_eval_batch_size, show_progress=False,
         )
 
