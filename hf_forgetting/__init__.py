@@ -24,6 +24,7 @@ _LAZY = {
     "MFPredictor": ".completion",
     "TensorPredictor": ".completion",
     "evaluate_predictor": ".completion",
+    "ForgettingMonitorCallback": ".monitor",
     "ReplayConfig": ".replay",
     "ReplayTrainer": ".replay",
     "exact_match_scores": ".scoring",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         evaluate_predictor as evaluate_predictor,
     )
     from .matrix import ForgettingMatrix as ForgettingMatrix
+    from .monitor import ForgettingMonitorCallback as ForgettingMonitorCallback
     from .replay import ReplayConfig as ReplayConfig
     from .replay import ReplayTrainer as ReplayTrainer
     from .scoring import exact_match_scores as exact_match_scores

@@ -116,3 +116,26 @@ def plot_components(matrix: ForgettingMatrix, report: dict, path: str | Path, to
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
+
+
+def plot_forgetting_history(history: list[dict], path: str | Path) -> Path:
+    """Forgetting over training steps: the probes' mean with its spread, and the predicted row's mean."""
+    plt = pyplot()
+    steps = [entry["step"] for entry in history]
+    mean = np.array([entry["forgetting/probe_mean"] for entry in history])
+    spread = np.array([entry["forgetting/probe_std"] for entry in history])
+    figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    axes.plot(steps, mean, marker="o", label="probes: mean")
+    axes.fill_between(steps, mean - spread, mean + spread, alpha=0.2, label="probes: mean +- SD")
+    if all("forgetting/predicted_mean" in entry for entry in history):
+        axes.plot(steps, [entry["forgetting/predicted_mean"] for entry in history], marker="s", label="predicted row: mean")
+        axes.plot(steps, [entry["forgetting/predicted_top1pct_mean"] for entry in history], linestyle=":",
+                  label="predicted row: top 1% mean")
+    axes.axhline(0, color="grey", linewidth=0.8)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("forgetting (NLL now - base NLL)")
+    axes.legend(fontsize=8)
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
