@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from .data.arguments import TaskArguments, UpstreamArguments
+from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
 
 STAGES = {
     "demo": "the embedded default end to end: collect a 12 x 200 matrix, analyse it, compare predictors, fit one",
@@ -29,9 +29,10 @@ STAGES = {
 
 
 @dataclass
-class TrainArguments(UpstreamArguments, TaskArguments):
+class TrainArguments(UpstreamArguments, TaskArguments, MonitorArguments):
     """What `train` fine-tunes on and replays: the task, the upstream pool (the shared fields of
-    `UpstreamArguments` and `TaskArguments`) and what is known of its forgetting."""
+    `UpstreamArguments` and `TaskArguments`), what is known of its forgetting, and the forgetting
+    monitor (`MonitorArguments`, off unless `monitor_probes` > 0)."""
 
     task: str = field(kw_only=True, metadata={"help": "Task to fine-tune on: embedded name, local file or Hub id."})
     replay_scores_file: str | None = field(default=None, metadata={"help": "CSV example_id,score: forgetting scores."})
@@ -241,7 +242,10 @@ def _train(argv: list[str]) -> int:
     from trl import ModelConfig, TrlParser
 
     from .completion import ForgettingPredictor
+    from pathlib import Path
+
     from .modeling import load_model_and_tokenizer, peft_config
+    from .monitor import ForgettingMonitorCallback
     from .replay import ReplayConfig, ReplayTrainer
     from .training_data import prepare_training_rows
 
@@ -269,8 +273,17 @@ def _train(argv: list[str]) -> int:
         peft_config=peft_config(model_args), replay_dataset=upstream, replay_scores=scores,
         replay_predictor=predictor, replay_known=known,
     )
+    # The monitor's probes: upstream examples that are never replayed (all of them without replay).
+    heldout = set(trainer.heldout_ids)
+    probes = upstream.filter(lambda row: row["example_id"] in heldout) if heldout else upstream
+    monitor = ForgettingMonitorCallback.from_arguments(args, probes, trainer, seed=replay_args.seed)
+    if monitor is not None:
+        trainer.add_callback(monitor)
     trainer.train(resume_from_checkpoint=replay_args.resume_from_checkpoint)
     trainer.save_model()
+    if monitor is not None and monitor.history:
+        print(f"Forgetting monitor: probe mean {monitor.history[-1]['forgetting/probe_mean']:+.4f} at step "
+              f"{monitor.history[-1]['step']}; plot {Path(replay_args.output_dir) / 'forgetting_monitor.png'}")
     print(f"Model saved to {replay_args.output_dir}; never-replayed upstream examples: {len(trainer.heldout_ids)}")
     return 0
 

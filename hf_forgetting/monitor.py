@@ -16,13 +16,13 @@ import numpy as np
 from transformers import TrainerCallback
 
 from .completion import ForgettingPredictor
+from .data.arguments import BUDGET_ACTIONS, MonitorArguments
 from .files import atomic_write_text
 from .format.predicted_row import PREDICTED_ROW_FILE, write_predicted_row
 from .scoring import score_examples
 
 MONITOR_STATE_FILE = "forgetting_monitor.json"
 SCORABLE_COLUMNS = (("text",), ("prompt", "completion"), ("messages",))
-BUDGET_ACTIONS = ("stop", "warn")
 
 
 class ForgettingMonitorCallback(TrainerCallback):
@@ -100,6 +100,17 @@ class ForgettingMonitorCallback(TrainerCallback):
         self.history: list[dict] = []
         self.predicted_row: tuple[list[str], np.ndarray, int] | None = None
         self._pending: dict | None = None  # metrics waiting for the trainer's next log entry (no trainer given)
+
+    @classmethod
+    def from_arguments(cls, args: MonitorArguments, probe_dataset, trainer, seed: int = 0) -> ForgettingMonitorCallback | None:
+        """The monitor that command-line / recipe settings describe, logging through `trainer`; None when off."""
+        if not args.monitor_probes:
+            return None
+        return cls(
+            probe_dataset, predictor=args.monitor_predictor, every_n_steps=args.monitor_every_n_steps,
+            num_probes=args.monitor_probes, seed=seed, max_length=args.monitor_max_length,
+            forgetting_budget=args.monitor_budget, budget_action=args.monitor_budget_action, trainer=trainer,
+        )
 
     # -- Trainer events ---------------------------------------------------------------------------
 

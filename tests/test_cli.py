@@ -102,9 +102,12 @@ def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
         "--use_cpu", "true", "--report_to", "none", "--replay_ratio", "0.5", "--replay_heldout_size", "2",
         "--replay_strategy", "predicted", "--max_length", "32",
     ]
-    assert cli.main(argv) == 0
-    assert "never-replayed upstream examples: 2" in capsys.readouterr().out
-    assert (tmp_path / "out" / "model.safetensors").exists()
+    assert cli.main([*argv, "--monitor_probes", "2", "--monitor_every_n_steps", "1", "--monitor_max_length", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "never-replayed upstream examples: 2" in out and "Forgetting monitor: probe mean" in out
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "forgetting_monitor.png").exists()
+    state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "forgetting/probe_mean" in e] == [1, 2]
     (tmp_path / "scores.csv").write_text("example_id,score\ndoc/0,0.1\n")
     assert cli.main(argv) == 1
     assert "no score for 7 upstream examples" in capsys.readouterr().err

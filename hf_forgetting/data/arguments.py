@@ -49,6 +49,8 @@ class UpstreamArguments:
     def __post_init__(self):
         if self.num_upstream_examples is not None and self.num_upstream_examples < 1:
             raise ValueError(f"num_upstream_examples must be positive or None; got {self.num_upstream_examples}")
+        if hasattr(super(), "__post_init__"):  # the other argument classes a stage's dataclass combines
+            super().__post_init__()
 
     def load_upstream(self) -> Dataset:
         """The upstream examples these arguments describe, in column order."""
@@ -108,6 +110,8 @@ class TaskArguments:
             raise ValueError(f"max_train_examples must be positive or None; got {self.max_train_examples}")
         if not 0 <= self.min_train_fraction <= 1:
             raise ValueError(f"min_train_fraction must be in [0, 1]; got {self.min_train_fraction}")
+        if hasattr(super(), "__post_init__"):  # the other argument classes a stage's dataclass combines
+            super().__post_init__()
 
     def load_task(self, name: str, max_examples: int | None | str = "default") -> Dataset:
         """Task ``name`` loaded with these settings; ``max_examples`` defaults to ``max_train_examples``."""
@@ -126,3 +130,24 @@ def from_settings(cls, settings: dict):
     fields written before they existed take their defaults)."""
     names = {f.name for f in fields(cls)}
     return cls(**{key: value for key, value in settings.items() if key in names})
+
+
+BUDGET_ACTIONS = ("stop", "warn")
+
+
+@dataclass
+class MonitorArguments:
+    """The monitor as command-line / recipe settings (`hf-forgetting train`); off while `monitor_probes` is 0."""
+
+    monitor_probes: int = field(default=0, metadata={"help": "Upstream probes the forgetting monitor measures (0: no monitor)."})
+    monitor_every_n_steps: int = field(default=50, metadata={"help": "Optimizer steps between monitor measurements."})
+    monitor_predictor: str | None = field(default=None, metadata={"help": "Predictor folder or Hub repo that completes the row."})
+    monitor_max_length: int | None = field(default=128, metadata={"help": "Tokens scored per probe (the matrix's score_max_length)."})
+    monitor_budget: float | None = field(default=None, metadata={"help": "Mean forgetting at which budget_action happens."})
+    monitor_budget_action: str = field(default="stop", metadata={"help": "stop or warn.", "choices": list(BUDGET_ACTIONS)})
+
+    def __post_init__(self):
+        if self.monitor_probes < 0 or self.monitor_every_n_steps < 1:
+            raise ValueError("monitor_probes must be >= 0 and monitor_every_n_steps >= 1")
+        if hasattr(super(), "__post_init__"):  # the other argument classes a stage's dataclass combines
+            super().__post_init__()
