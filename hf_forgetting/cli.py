@@ -239,11 +239,11 @@ def _read_csv_column(path: str, key: str, value: str) -> tuple[list[str], list[f
 
 
 def _train(argv: list[str]) -> int:
+    from pathlib import Path
+
     from trl import ModelConfig, TrlParser
 
     from .completion import ForgettingPredictor
-    from pathlib import Path
-
     from .modeling import load_model_and_tokenizer, peft_config
     from .monitor import ForgettingMonitorCallback
     from .replay import ReplayConfig, ReplayTrainer
