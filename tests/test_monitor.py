@@ -156,3 +156,19 @@ def test_the_numbers_reach_tensorboard(tiny_tokenizer, tmp_path):
     events.Reload()
     steps = [event.step for event in events.Scalars("train/forgetting/probe_mean")]
     assert steps == [3, 6]
+
+
+def test_lora_base_scores_are_the_base_models(tiny_tokenizer, tmp_path):
+    from peft import LoraConfig
+
+    model = build_model(len(tiny_tokenizer))
+    monitor = ForgettingMonitorCallback(probes(), every_n_steps=3, num_probes=5, max_length=32)
+    expected_base = naive_nll(copy.deepcopy(model), tiny_tokenizer, monitor.probes["text"], 32)
+    args = SFTConfig(output_dir=str(tmp_path), **(COMMON | {"max_steps": 3, "max_length": 48, "save_strategy": "no"}))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=task_rows(), processing_class=tiny_tokenizer, callbacks=[monitor],
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    trainer.train()
+    np.testing.assert_allclose(monitor.base_scores, expected_base, atol=1e-5)
+    expected = naive_nll(trainer.model, tiny_tokenizer, monitor.probes["text"], 32) - expected_base
+    np.testing.assert_allclose(monitor.history[-1]["probe_forgetting"], expected, atol=1e-4)
+    assert np.abs(expected).max() > 1e-4  # the adapter moved the model
