@@ -47,6 +47,7 @@ bench: install
 	$(PY) benchmarks/bench_scoring.py --bf16-row
 	$(PY) benchmarks/bench_completion.py
 	$(PY) benchmarks/bench_replay.py
+	$(PY) benchmarks/bench_monitor.py
 	$(PY) benchmarks/bench_space.py
 
 # The forgetting-explorer Space on http://127.0.0.1:7860 (the demo matrix it ships needs no `make demo`).

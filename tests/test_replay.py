@@ -299,6 +299,8 @@ def test_two_processes_draw_the_same_schedule(tiny_checkpoint, tmp_path):
     single = json.loads((tmp_path / "one" / "rank0.json").read_text())
     assert rank0["world"] == rank1["world"] == 2 and single["world"] == 1
     assert rank0["schedule"] == rank1["schedule"] == single["schedule"]  # every rank draws the same schedule
+    # the forgetting monitor scores its probes as shards, and every rank logs the same numbers
+    assert [e["step"] for e in rank0["monitor"]] == [2, 4] and rank0["monitor"] == rank1["monitor"]
     strip = lambda rows: sorted(tuple(t for t in row if t != 0) for row in rows)  # noqa: E731  (0 pads)
     assert not set(strip(rank0["seen"])) & set(strip(rank1["seen"]))  # each rank trains on its own share
     # together the two ranks train on the rows one process trains on over twice the steps' worth of batches

@@ -1,6 +1,6 @@
 """Train a ReplayTrainer on the tiny model at argv[1] under torchrun; each rank saves its schedule, the
 rows it trained on and a checksum of its parameters before and after to argv[2]/rank<k>.json (the test
-compares ranks and processes). argv[3], if given, is the replay_loss_weighting."""
+compares ranks and processes), and what a ForgettingMonitorCallback measured. argv[3], if given, is the replay_loss_weighting."""
 
 import json
 import os
@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_forgetting import ReplayConfig, ReplayTrainer
+from hf_forgetting import ForgettingMonitorCallback, ReplayConfig, ReplayTrainer
 
 checkpoint, out = sys.argv[1], Path(sys.argv[2])
 weighting = sys.argv[3] if len(sys.argv) > 3 else "token"
@@ -29,6 +29,8 @@ args = ReplayConfig(
 )
 trainer = ReplayTrainer(model=model, args=args, train_dataset=task, processing_class=tokenizer,
                         replay_dataset=upstream, replay_scores=[i / 10 for i in range(len(upstream))])
+monitor = ForgettingMonitorCallback(upstream, every_n_steps=2, num_probes=6, max_length=32, trainer=trainer, plot=False)
+trainer.add_callback(monitor)
 seen, step = [], trainer.training_step
 
 
@@ -49,5 +51,5 @@ rank = int(os.environ.get("RANK", "0"))
 out.mkdir(parents=True, exist_ok=True)
 (out / f"rank{rank}.json").write_text(json.dumps({
     "schedule": list(trainer.replay_sampler), "seen": seen, "world": trainer.accelerator.num_processes,
-    "before": before, "after": after,
+    "before": before, "after": after, "monitor": monitor.history,
 }))
