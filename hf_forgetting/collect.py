@@ -31,13 +31,16 @@ import pyarrow.parquet as pq
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from .completion.evaluation import top_fraction_precision
 from .data import EMBEDDED_TASKS
-from .data.arguments import TaskArguments, UpstreamArguments
+from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
 from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
 from .files import atomic_write_parquet, atomic_write_text
 from .format.collect_rows import read_collect_row, task_filename, write_collect_row
+from .format.predicted_row import write_predicted_row
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
+from .monitor import ForgettingMonitorCallback
 from .plots import plot_heatmap
 from .scoring import exact_match_scores, score_examples
 from .training_data import PREPARATION, TrainingRows, prepare_training_rows
@@ -51,7 +54,7 @@ __all__ = [
 
 
 @dataclass
-class CollectArguments(UpstreamArguments, TaskArguments):
+class CollectArguments(UpstreamArguments, TaskArguments, MonitorArguments):
     """What to measure: the upstream examples and tasks (the shared fields of `UpstreamArguments` and
     `TaskArguments`), how examples are scored, and which of the tasks this job collects.
 
@@ -131,8 +134,10 @@ class CollectArguments(UpstreamArguments, TaskArguments):
 
 
 # Not part of the settings fingerprint: which tasks this job collects and where its rows go (jobs with
-# different subsets share one output_dir), and whether a hollow task may be collected (its row says so).
-SCALE_OUT_FIELDS = ("task_indices", "array_index", "array_size", "push_rows_to_hub", "allow_hollow_rows")
+# different subsets share one output_dir), whether a hollow task may be collected (its row says so),
+# and the forgetting monitor (it only reads the model: the rows are the same with or without it).
+SCALE_OUT_FIELDS = ("task_indices", "array_index", "array_size", "push_rows_to_hub", "allow_hollow_rows",
+                    *(f.name for f in dataclasses.fields(MonitorArguments)))
 
 
 def parse_index_ranges(text: str, count: int) -> list[int]:
@@ -338,12 +343,17 @@ class Collector:
             peft_config=peft_config(self.model_args),
             callbacks=[ParameterUpdateGuard()],
         )
+        monitor = ForgettingMonitorCallback.from_arguments(self.args, self.upstream, trainer, seed=self.training_args.seed)
+        if monitor is not None:
+            monitor.plot = False
+            trainer.add_callback(monitor)
         result = trainer.train()
         tuned = trainer.accelerator.unwrap_model(trainer.model)
         after = self._score(tuned, tokenizer)
         forgetting = before - after if self.args.metric == "em_drop" else after - before
         if self.args.metric == "em_drop":
             forgetting = np.where(before > 0, forgetting, np.nan)  # only examples the base model got right
+        monitor_check = self._monitor_check(task, monitor, forgetting) if monitor is not None else None
         provenance = {
             "task_id": task,
             "train_loss": float(result.training_loss),
@@ -354,12 +364,35 @@ class Collector:
             "seconds": round(time.time() - started, 1),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "world_size": self.state.num_processes,
+            **({"monitor": monitor_check} if monitor_check else {}),
         }
         if self.state.is_main_process:
             write_collect_row(self.rows_dir / task_filename(task), self.example_ids, after, forgetting, provenance)
             shutil.rmtree(run_dir, ignore_errors=True)
         self.state.wait_for_everyone()
         del trainer, model
+
+    def _monitor_check(self, task: str, monitor, forgetting: np.ndarray) -> dict:
+        """The monitor's view at the end of training against the row measured on every example: a free
+        check of the predictor on each collected task. Its predicted row goes to ``monitor/<task>.parquet``."""
+        last = monitor.history[-1]
+        check = {"probes": len(monitor.probes), "probe_mean": last["forgetting/probe_mean"], "measured_mean": float(np.nanmean(forgetting))}
+        if monitor.predicted_row is None:
+            return check
+        example_ids, predicted, step = monitor.predicted_row
+        if self.state.is_main_process:
+            write_predicted_row(self.output_dir / "monitor" / task_filename(task), example_ids, predicted, step,
+                                {"probe_ids": monitor.probe_ids, "probe_forgetting": last["probe_forgetting"]})
+        lookup = dict(zip(example_ids, predicted))
+        predicted = np.array([lookup.get(i, np.nan) for i in self.example_ids])
+        known = ~np.isnan(predicted) & ~np.isnan(forgetting)
+        truth, guess = forgetting[known], predicted[known]
+        return check | {
+            "predicted_mean": float(guess.mean()),
+            "rmse": float(np.sqrt(np.mean((guess - truth) ** 2))),
+            "pearson": float(np.corrcoef(guess, truth)[0, 1]) if truth.std() > 0 and guess.std() > 0 else None,
+            "top10pct_precision": top_fraction_precision(truth, guess, 0.1),
+        }
 
     def _read_row(self, task: str) -> tuple[np.ndarray, dict] | None:
         """The finished row of ``task``, or None if it is missing or unusable (then it is recollected)."""
@@ -390,10 +423,25 @@ class Collector:
         matrix_dir = matrix.save(self.output_dir / "matrix")
         heatmap = plot_heatmap(matrix, self.output_dir / "heatmap.png")
         texts = {row["example_id"]: example_text(row) for row in self.upstream}
-        summary = summarize(matrix, texts)
+        summary = summarize(matrix, texts) + monitor_summary(matrix)
         atomic_write_text(self.output_dir / "summary.md", summary)
         print(summary)
         print(f"Matrix: {matrix_dir}\nHeatmap: {heatmap}\nSummary: {self.output_dir / 'summary.md'}")
+
+
+def monitor_summary(matrix: ForgettingMatrix) -> str:
+    """A Markdown table of the monitor's predicted rows against the measured ones (empty without a monitor)."""
+    rows = matrix.metadata.get("rows", {})
+    checks = {task: row["monitor"] for task, row in rows.items() if row.get("monitor", {}).get("rmse") is not None}
+    if not checks:
+        return ""
+    lines = ["", "## The forgetting monitor's predicted row against the measured row", "",
+             "| task | probes | probe mean | predicted mean | measured mean | RMSE | Pearson r | top-10% precision |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for task, c in checks.items():
+        lines.append(f"| {task} | {c['probes']} | {c['probe_mean']:+.4f} | {c['predicted_mean']:+.4f} | {c['measured_mean']:+.4f} | "
+                     f"{c['rmse']:.4f} | {'' if c['pearson'] is None else format(c['pearson'], '.3f')} | {c['top10pct_precision']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top: int = 5) -> str:

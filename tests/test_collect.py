@@ -191,3 +191,26 @@ def test_exact_match_drop_keeps_only_examples_the_base_model_answers(data_files,
     second_half = [matrix.example_ids.index(f"qa/{i}") for i in range(4, 8)]
     assert np.isnan(matrix.values[:, second_half]).all()
     assert np.isin(matrix.values[:, first_half], (0.0, 1.0)).all()
+
+
+def test_collect_with_the_monitor_records_its_prediction_next_to_the_measured_row(data_files, tiny_checkpoint, tmp_path):
+    from hf_forgetting import MFPredictor
+    from hf_forgetting.format.predicted_row import read_predicted_row
+
+    first = collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path / "first", tasks=[data_files["reverse"]]))
+    synthetic = ForgettingMatrix(np.random.default_rng(0).normal(size=(5, 8)), [f"t{i}" for i in range(5)], first.example_ids)
+    MFPredictor(rank=2).fit(synthetic).save_pretrained(tmp_path / "predictor")
+    monitored = dict(monitor_probes=4, monitor_every_n_steps=3, monitor_max_length=48, monitor_predictor=str(tmp_path / "predictor"))
+    matrix = collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path / "second", **monitored))
+    for task, values in zip(matrix.task_ids, matrix.values):
+        check = matrix.metadata["rows"][task]["monitor"]
+        ids, predicted, step, measured = read_predicted_row(tmp_path / "second" / "monitor" / task_filename(task))
+        assert step == 3 and ids == first.example_ids and check["probes"] == 4
+        probe_columns = [ids.index(i) for i in measured["probe_ids"]]
+        # the monitor's probes, measured on the tuned model, are the measured row's entries
+        np.testing.assert_allclose(measured["probe_forgetting"], values[probe_columns], atol=1e-4)
+        assert check["rmse"] == pytest.approx(float(np.sqrt(np.mean((predicted - values) ** 2))), rel=1e-5)
+    assert "The forgetting monitor's predicted row against the measured row" in (tmp_path / "second" / "summary.md").read_text()
+    # the monitor only reads the model: the same folder without it reuses every row
+    again = collect_forgetting_matrix(*configs(data_files, tiny_checkpoint, tmp_path / "second"))
+    assert again == matrix
