@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .completion.evaluation import top_fraction_precision
+from .completion.evaluation import row_agreement
 from .data import EMBEDDED_TASKS
 from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
 from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
@@ -376,23 +376,15 @@ class Collector:
         """The monitor's view at the end of training against the row measured on every example: a free
         check of the predictor on each collected task. Its predicted row goes to ``monitor/<task>.parquet``."""
         last = monitor.history[-1]
-        check = {"probes": len(monitor.probes), "probe_mean": last["forgetting/probe_mean"], "measured_mean": float(np.nanmean(forgetting))}
+        check = {"probes": len(monitor.probes), "probe_mean": last["forgetting/probe_mean"]}
         if monitor.predicted_row is None:
-            return check
+            return check | {"measured_mean": float(np.nanmean(forgetting))}
         example_ids, predicted, step = monitor.predicted_row
         if self.state.is_main_process:
             write_predicted_row(self.output_dir / "monitor" / task_filename(task), example_ids, predicted, step,
                                 {"probe_ids": monitor.probe_ids, "probe_forgetting": last["probe_forgetting"]})
         lookup = dict(zip(example_ids, predicted))
-        predicted = np.array([lookup.get(i, np.nan) for i in self.example_ids])
-        known = ~np.isnan(predicted) & ~np.isnan(forgetting)
-        truth, guess = forgetting[known], predicted[known]
-        return check | {
-            "predicted_mean": float(guess.mean()),
-            "rmse": float(np.sqrt(np.mean((guess - truth) ** 2))),
-            "pearson": float(np.corrcoef(guess, truth)[0, 1]) if truth.std() > 0 and guess.std() > 0 else None,
-            "top10pct_precision": top_fraction_precision(truth, guess, 0.1),
-        }
+        return check | row_agreement(forgetting, np.array([lookup.get(i, np.nan) for i in self.example_ids]))
 
     def _read_row(self, task: str) -> tuple[np.ndarray, dict] | None:
         """The finished row of ``task``, or None if it is missing or unusable (then it is recollected)."""

@@ -243,11 +243,15 @@ def _check_scorable(dataset) -> None:
         raise ValueError("probe_dataset is empty")
 
 
+def probe_indices(num_examples: int, num_probes: int | None, seed: int) -> np.ndarray:
+    """Which rows of a probe dataset of `num_examples` the monitor measures (sorted)."""
+    if num_probes is None or num_probes >= num_examples:
+        return np.arange(num_examples)
+    return np.sort(np.random.default_rng(seed).choice(num_examples, size=num_probes, replace=False))
+
+
 def _draw_probes(dataset, num_probes: int | None, seed: int):
-    if num_probes is None or num_probes >= len(dataset):
-        return dataset
-    rng = np.random.default_rng(seed)
-    return dataset.select(np.sort(rng.choice(len(dataset), size=num_probes, replace=False)))
+    return dataset.select(probe_indices(len(dataset), num_probes, seed))
 
 
 def _load_predictor(predictor, probe_ids: list[str] | None) -> ForgettingPredictor | None:

@@ -70,6 +70,20 @@ def top_fraction_precision(truth: np.ndarray, predicted: np.ndarray, fraction: f
     return len(predicted_top & true_top) / count
 
 
+def row_agreement(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """How well one predicted row matches the measured row (entries NaN in either are left out):
+    means, RMSE, Pearson r (None for a constant row) and top-10% precision."""
+    known = ~np.isnan(truth) & ~np.isnan(predicted)
+    truth, predicted = np.asarray(truth, np.float64)[known], np.asarray(predicted, np.float64)[known]
+    return {
+        "predicted_mean": float(predicted.mean()),
+        "measured_mean": float(truth.mean()),
+        "rmse": float(np.sqrt(np.mean((predicted - truth) ** 2))),
+        "pearson": float(np.corrcoef(predicted, truth)[0, 1]) if truth.std() > 0 and predicted.std() > 0 else None,
+        "top10pct_precision": top_fraction_precision(truth, predicted, 0.1),
+    }
+
+
 def _nan_stat(statistic, values) -> float:
     """``statistic`` ignoring NaN (e.g. AUC of a row with one class only); NaN if nothing is left."""
     with warnings.catch_warnings():
