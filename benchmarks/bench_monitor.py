@@ -2,11 +2,13 @@
 
     python benchmarks/bench_monitor.py                      # embedded SmolLM2-135M, word_sorting, 100 steps
     python benchmarks/bench_monitor.py --steps 200 --rounds 2
+    python benchmarks/bench_monitor.py --predictor none    # probes only (default: the demo's predictor, if made)
 
 Both runs start from the same weights and train on the same rows in the same order (SFTTrainer,
 batch 8, max_length 96). The monitored run adds the monitor at its defaults (30 probes drawn from 200
 embedded upstream passages, every 50 steps and at the end, scored on 64 tokens as the demo matrix
-is). The two runs alternate in rounds so that machine noise hits both alike. Reported: whole
+is), with the demo's predictor (`make demo` writes it) completing the row at every measurement.
+The two runs alternate in rounds so that machine noise hits both alike. Reported: whole
 `trainer.train()` wall time of each, the ratio, and the monitor's own scoring time. Writes the
 monitored run's forgetting_monitor.png to --plot-dir.
 """
@@ -36,7 +38,7 @@ def run(args, task, upstream, monitored: bool, output_dir: str) -> tuple[float, 
     trainer = SFTTrainer(model=model, args=config, train_dataset=task, processing_class=tokenizer)
     monitor = None
     if monitored:
-        monitor = ForgettingMonitorCallback(upstream, max_length=64, trainer=trainer)
+        monitor = ForgettingMonitorCallback(upstream, predictor=args.predictor, max_length=64, trainer=trainer)
         trainer.add_callback(monitor)
     start = time.perf_counter()
     trainer.train()
@@ -50,7 +52,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--plot-dir", default="/tmp/bench-monitor")
+    parser.add_argument("--predictor", default="outputs/smollm2-135m-instruct/predictor")
     args = parser.parse_args()
+    if args.predictor == "none" or not Path(args.predictor).exists():
+        args.predictor = None
 
     task = load_task(args.task, max_examples=args.steps * 8, seed=0).remove_columns(["example_id"])
     upstream = load_upstream(num_examples=200, seed=0)
@@ -65,7 +70,7 @@ def main() -> None:
     base = np.mean(times["unmonitored"])
     print(f"\n{args.model}, task {args.task}, batch 8, {args.steps} steps, {args.rounds} round(s); the monitor at its "
           f"defaults: {len(monitor.probes)} probes, every {monitor.every_n_steps} steps, "
-          f"{len(monitor.history) + 1} measurements (with the base)\n")
+          f"{len(monitor.history) + 1} measurements (with the base), predictor: {args.predictor}\n")
     print("| run | train wall time (s) | ratio |\n| --- | ---: | ---: |")
     for name, values in times.items():
         print(f"| {name} | {np.mean(values):.1f} | {np.mean(values) / base:.3f} |")
