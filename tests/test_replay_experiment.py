@@ -97,6 +97,8 @@ def test_summary_is_run_level_on_synthetic_runs():
     assert summary["methods"]["none"]["mean_heldout_forgetting"] > summary["methods"]["random"]["mean_heldout_forgetting"]
     assert summary["methods"]["predicted"]["runs"] == 16
     assert "top_quartile_forgetting" in summary["tests"]["predicted_vs_random"]
+    replay_at_all = summary["tests"]["random_vs_none"]["heldout_forgetting"]  # random (+0.15) against none (+0.2)
+    assert replay_at_all["mean_difference"] == pytest.approx(-0.05, abs=0.01) and replay_at_all["tasks_lower"] == 8
     json.dumps(summary)
     assert summary["methods"]["predicted"]["replayed_true_mean"] == pytest.approx(0.2)
     assert summary["methods"]["none"]["replayed_true_mean"] is None
