@@ -343,7 +343,8 @@ class Collector:
             peft_config=peft_config(self.model_args),
             callbacks=[ParameterUpdateGuard()],
         )
-        monitor = ForgettingMonitorCallback.from_arguments(self.args, self.upstream, trainer, seed=self.training_args.seed)
+        monitor = ForgettingMonitorCallback.from_arguments(self.args, self.upstream, trainer, seed=self.training_args.seed,
+                                                           max_length=self.args.score_max_length)
         if monitor is not None:
             monitor.plot = False
             trainer.add_callback(monitor)

@@ -94,6 +94,15 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def model_identity(name_or_path: str) -> str:
+    """One spelling per model, to tell whether two names mean the same one: an embedded name's folder
+    (without converting it), an existing local folder's absolute path, or the name as given."""
+    if name_or_path == EMBEDDED_MODEL:
+        return str((sources.cache_dir() / "models" / "smollm2-135m-instruct").resolve())
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
 def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device=None, tokenizer_only: bool = False):
     """`(AutoModelForCausalLM, AutoTokenizer)` as a `ModelConfig` describes them.
 

@@ -19,6 +19,7 @@ from .completion import ForgettingPredictor
 from .data.arguments import BUDGET_ACTIONS, MonitorArguments
 from .files import atomic_write_text
 from .format.predicted_row import PREDICTED_ROW_FILE, write_predicted_row
+from .modeling import model_identity
 from .scoring import score_examples
 
 MONITOR_STATE_FILE = "forgetting_monitor.json"
@@ -42,8 +43,9 @@ class ForgettingMonitorCallback(TrainerCallback):
             Probes drawn from `probe_dataset` (all of it when `None` or larger than the dataset).
         seed (`int`, *optional*, defaults to `0`):
             Seed of the probe draw.
-        max_length (`int`, *optional*, defaults to `1024`):
-            Tokens scored per probe; use the `score_max_length` of the matrix the predictor was fitted on.
+        max_length (`int`, *optional*):
+            Tokens scored per probe; defaults to the `score_max_length` of the matrix the predictor was fitted
+            on (as its entries were measured), else 1024.
         batch_size (`int`, *optional*, defaults to `16`):
             Probes per forward pass.
         forgetting_budget (`float`, *optional*):
@@ -73,7 +75,7 @@ class ForgettingMonitorCallback(TrainerCallback):
         every_n_steps: int = 50,
         num_probes: int | None = 30,
         seed: int = 0,
-        max_length: int | None = 1024,
+        max_length: int | None = None,
         batch_size: int = 16,
         forgetting_budget: float | None = None,
         budget_action: str = "stop",
@@ -93,7 +95,9 @@ class ForgettingMonitorCallback(TrainerCallback):
         self.probes = _draw_probes(probe_dataset, num_probes, seed)
         self.probe_ids = list(self.probes["example_id"]) if "example_id" in self.probes.column_names else None
         self.predictor = _load_predictor(predictor, self.probe_ids)
-        self.every_n_steps, self.max_length, self.batch_size = every_n_steps, max_length, batch_size
+        source = self.predictor.source if self.predictor is not None else {}
+        self.max_length = max_length or source.get("score_max_length") or 1024
+        self.every_n_steps, self.batch_size = every_n_steps, batch_size
         self.forgetting_budget, self.budget_action = forgetting_budget, budget_action
         self.trainer, self.tokenizer, self.plot = trainer, tokenizer, plot
         self.base_scores: np.ndarray | None = None
@@ -102,13 +106,16 @@ class ForgettingMonitorCallback(TrainerCallback):
         self._pending: dict | None = None  # metrics waiting for the trainer's next log entry (no trainer given)
 
     @classmethod
-    def from_arguments(cls, args: MonitorArguments, probe_dataset, trainer, seed: int = 0) -> ForgettingMonitorCallback | None:
-        """The monitor that command-line / recipe settings describe, logging through `trainer`; None when off."""
+    def from_arguments(
+        cls, args: MonitorArguments, probe_dataset, trainer, seed: int = 0, max_length: int | None = None
+    ) -> ForgettingMonitorCallback | None:
+        """The monitor that command-line / recipe settings describe, logging through `trainer`; None when off.
+        `max_length` applies when the settings give none (e.g. the collection's score_max_length)."""
         if not args.monitor_probes:
             return None
         return cls(
             probe_dataset, predictor=args.monitor_predictor, every_n_steps=args.monitor_every_n_steps,
-            num_probes=args.monitor_probes, seed=seed, max_length=args.monitor_max_length,
+            num_probes=args.monitor_probes, seed=seed, max_length=args.monitor_max_length or max_length,
             forgetting_budget=args.monitor_budget, budget_action=args.monitor_budget_action, trainer=trainer,
         )
 
@@ -118,6 +125,7 @@ class ForgettingMonitorCallback(TrainerCallback):
         self.tokenizer = self.tokenizer or getattr(processing_class, "tokenizer", processing_class)
         if self.tokenizer is None:
             raise ValueError("ForgettingMonitorCallback needs a tokenizer: give the trainer a processing_class, or pass tokenizer=")
+        self._check_predictor_model(model)
         if state.global_step > 0:  # resumed: the model is already tuned, the base scores come from the checkpoint
             self._restore(args, state)
             return
@@ -155,6 +163,14 @@ class ForgettingMonitorCallback(TrainerCallback):
                 from .plots import plot_forgetting_history
 
                 plot_forgetting_history(self.history, Path(args.output_dir) / "forgetting_monitor.png")
+
+    def _check_predictor_model(self, model) -> None:
+        """Warn when the predictor learned the forgetting of another base model than the one training."""
+        fitted_on = self.predictor.source.get("base_model") if self.predictor is not None else None
+        training = getattr(model, "name_or_path", None)
+        if fitted_on and training and model_identity(fitted_on) != model_identity(training):
+            warnings.warn(f"The monitor's predictor was fitted on the forgetting of {fitted_on!r}, but the model "
+                          f"training is {training!r}: its predicted rows describe another model", stacklevel=2)
 
     # -- state --------------------------------------------------------------------------------------
 

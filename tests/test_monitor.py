@@ -172,3 +172,34 @@ def test_lora_base_scores_are_the_base_models(tiny_tokenizer, tmp_path):
     expected = naive_nll(trainer.model, tiny_tokenizer, monitor.probes["text"], 32) - expected_base
     np.testing.assert_allclose(monitor.history[-1]["probe_forgetting"], expected, atol=1e-4)
     assert np.abs(expected).max() > 1e-4  # the adapter moved the model
+
+
+def test_a_predictor_of_another_model_warns_and_sets_the_scored_length(tiny_checkpoint, tiny_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    upstream = probes(10)
+    other = ForgettingMatrix(np.random.default_rng(0).normal(size=(4, 10)), [f"t{i}" for i in range(4)], upstream["example_id"],
+                             metadata={"base_model": "someone/another-model", "settings": {"collect": {"score_max_length": 24}}})
+    predictor = MFPredictor(rank=1).fit(other)  # synthetic rows
+    predictor.save_pretrained(tmp_path / "predictor")
+    loaded = MFPredictor.from_pretrained(tmp_path / "predictor")
+    assert loaded.source == {"base_model": "someone/another-model", "score_max_length": 24}
+    monitor = ForgettingMonitorCallback(upstream, predictor=loaded, every_n_steps=3, num_probes=4)
+    assert monitor.max_length == 24  # as the predictor's matrix was measured
+    args = SFTConfig(output_dir=str(tmp_path / "run"), **(COMMON | {"max_steps": 3, "max_length": 48, "save_strategy": "no"}))
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_checkpoint), args=args, train_dataset=task_rows(),
+                         processing_class=tiny_tokenizer, callbacks=[monitor])
+    with pytest.warns(UserWarning, match="fitted on the forgetting of 'someone/another-model'"):
+        trainer.train()
+
+
+def test_model_identity_matches_spellings_of_one_model(tiny_checkpoint):
+    from hf_forgetting import sources
+    from hf_forgetting.modeling import EMBEDDED_MODEL, model_identity, resolve_model_path
+
+    assert model_identity(str(tiny_checkpoint)) == model_identity(f"{tiny_checkpoint}/../{tiny_checkpoint.name}")
+    assert model_identity("someone/model") != model_identity(str(tiny_checkpoint))
+    if not (sources.cache_dir() / "models" / "smollm2-135m-instruct" / "config.json").exists():
+        pytest.skip("the embedded model is not converted on this machine")
+    # the embedded name and the folder it loads from (a model's name_or_path) are one model
+    assert model_identity(EMBEDDED_MODEL) == model_identity(resolve_model_path(EMBEDDED_MODEL))

@@ -60,6 +60,8 @@ class ForgettingPredictor:
     def __init__(self):
         self.example_ids: list[str] | None = None
         self.metric: str | None = None
+        # what the fitted matrix measured (base_model, score_max_length), for users to check against
+        self.source: dict = {}
         self._index: dict[str, int] = {}
 
     # -- public API -----------------------------------------------------------------------------
@@ -87,6 +89,9 @@ class ForgettingPredictor:
         if matrix.mask.sum() == 0:
             raise ValueError("Cannot fit on a matrix with no observed entries")
         self._set_examples(matrix.example_ids, matrix.metric)
+        settings = matrix.metadata.get("settings") or {}
+        self.source = {"base_model": matrix.metadata.get("base_model"),
+                       "score_max_length": (settings.get("collect") or {}).get("score_max_length")}
         self._fit(matrix.values.astype(np.float64), matrix)
         return self
 
@@ -157,7 +162,7 @@ class ForgettingPredictor:
         directory = Path(directory)
         arrays = self._arrays()
         atomic_write(directory / WEIGHTS_FILE, lambda tmp: write_arrays(tmp, arrays))
-        header = PredictorHeader(type(self).__name__, self.get_config(), self.metric, self.example_ids, self._state())
+        header = PredictorHeader(type(self).__name__, self.get_config(), self.metric, self.example_ids, self._state(), self.source)
         atomic_write_text(directory / CONFIG_FILE, header.to_json())
         return directory
 
@@ -213,6 +218,7 @@ class ForgettingPredictor:
         try:
             predictor = subclass(**header.config)
             predictor._set_examples(header.example_ids, header.metric)
+            predictor.source = dict(header.source)
             predictor._load(arrays, header.state, str(directory / WEIGHTS_FILE))
         except (TypeError, KeyError, AttributeError, ValueError, ForgettingMatrixError) as error:
             raise PredictorFormatError(f"{directory}: malformed predictor files ({type(error).__name__}: {error})") from None

@@ -142,7 +142,9 @@ class MonitorArguments:
     monitor_probes: int = field(default=0, metadata={"help": "Upstream probes the forgetting monitor measures (0: no monitor)."})
     monitor_every_n_steps: int = field(default=50, metadata={"help": "Optimizer steps between monitor measurements."})
     monitor_predictor: str | None = field(default=None, metadata={"help": "Predictor folder or Hub repo that completes the row."})
-    monitor_max_length: int | None = field(default=128, metadata={"help": "Tokens scored per probe (the matrix's score_max_length)."})
+    monitor_max_length: int | None = field(
+        default=None, metadata={"help": "Tokens scored per probe (default: the predictor's matrix's score_max_length, else 1024)."}
+    )
     monitor_budget: float | None = field(default=None, metadata={"help": "Mean forgetting at which budget_action happens."})
     monitor_budget_action: str = field(default="stop", metadata={"help": "stop or warn.", "choices": list(BUDGET_ACTIONS)})
 

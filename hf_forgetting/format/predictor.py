@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class PredictorHeader:
             Column order of every predicted row.
         state (`dict`):
             Small JSON fitted state beside the arrays.
+        source (`dict`, *optional*):
+            What the fitted matrix measured: `base_model` and `score_max_length` where it recorded them
+            (files written before this field have none).
     """
 
     predictor_class: str
@@ -44,6 +47,7 @@ class PredictorHeader:
     metric: str
     example_ids: list[str]
     state: dict
+    source: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         content = {
@@ -54,6 +58,7 @@ class PredictorHeader:
             "metric": self.metric,
             "example_ids": self.example_ids,
             "state": self.state,
+            "source": self.source,
         }
         return json.dumps(content, indent=1, allow_nan=False) + "\n"
 
@@ -76,11 +81,14 @@ class PredictorHeader:
         state = content.get("state", {})
         if not isinstance(state, dict):
             raise PredictorFormatError(f"{where}: field 'state' is not an object")
+        source = content.get("source", {})
+        if not isinstance(source, dict) or not all(isinstance(v, (str, int, type(None))) for v in source.values()):
+            raise PredictorFormatError(f"{where}: field 'source' is not an object of strings and integers")
         try:
             example_ids = validate_ids(content["example_ids"], "example_ids")
         except ValueError as error:
             raise PredictorFormatError(f"{where}: {error}") from None
-        return cls(content["predictor_class"], content["config"], content["metric"], example_ids, state)
+        return cls(content["predictor_class"], content["config"], content["metric"], example_ids, state, source)
 
 
 def _refuse_constant(name: str):
