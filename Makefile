@@ -27,7 +27,8 @@ demo: install
 	$(VENV)/bin/hf-forgetting demo --output_root outputs/smollm2-135m-instruct
 
 # The replay experiment in the faithful setting: adapt the base to the upstream passages (cached),
-# collect the demo matrix from it, then 8 test tasks x 2 seeds x 4 arms (not yet timed at this design).
+# collect the demo matrix from it, then 8 test tasks x 2 seeds x 4 arms. Measured on the 2-core CPU:
+# 18.7 + 16.9 + 86.6 min; every stage resumes after a kill and reuses what it finished.
 demo-replay: install
 	$(VENV)/bin/hf-forgetting adapt --config recipes/smollm2-135m-instruct/adapt/config_adapt.yaml
 	$(VENV)/bin/hf-forgetting collect --config recipes/smollm2-135m-instruct/collect/config_adapted.yaml
