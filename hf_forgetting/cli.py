@@ -134,9 +134,24 @@ def _without_accelerator(argv: list[str]) -> list[str]:
     import torch
 
     accelerated = torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
-    if accelerated or any(arg.startswith("--use_cpu") for arg in argv):
-        return argv
+    if accelerated or any(arg.startswith("--use_cpu") for arg in argv) or "use_cpu" in _recipe_settings(argv):
+        return argv  # an explicit choice, on the command line or in the recipe, stays
     return [*argv, "--use_cpu", "true"]
+
+
+def _recipe_settings(argv: list[str]) -> dict:
+    """The settings of the recipe named by ``--config`` (empty without one; a bad file is TrlParser's to report)."""
+    import yaml
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--config":
+            try:
+                with open(value) as file:
+                    settings = yaml.safe_load(file)
+            except (OSError, yaml.YAMLError):
+                return {}
+            return settings if isinstance(settings, dict) else {}
+    return {}
 
 
 def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[str, ...] = ()):

@@ -157,7 +157,7 @@ def test_demo_stage_is_listed_and_has_help(capsys):
     assert stopped.value.code == 0 and "--output_root" in capsys.readouterr().out
 
 
-def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator():
+def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator(tmp_path):
     """Recipes say bf16 as on a GPU; on a CPU the training stages add use_cpu, which transformers asks for."""
     import torch
     from trl import SFTConfig, TrlParser
@@ -171,3 +171,6 @@ def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator():
     (args,) = TrlParser((SFTConfig,)).parse_args_and_config(argv)
     assert args.bf16 and args.use_cpu
     assert _without_accelerator(["--use_cpu", "false"]) == ["--use_cpu", "false"]  # an explicit choice stays
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("output_dir: out\nbf16: false\nuse_cpu: false\n")
+    assert _without_accelerator(["--config", str(recipe)]) == ["--config", str(recipe)]  # in the recipe too
