@@ -273,10 +273,9 @@ def prediction_csv(workspace: Workspace, prediction: Prediction, path: str | Pat
 
 
 def histogram_figure(workspace: Workspace, prediction: Prediction):
-    from .plots import pyplot
+    from .plots import detached_figure
 
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
+    figure, axes = detached_figure((6, 3.2))
     axes.hist(prediction.values, bins=40, color="#c0392b", alpha=0.8, label="new task (predicted)")
     observed = workspace.matrix.values[workspace.matrix.mask]
     axes.hist(observed, bins=40, color="#7f8c8d", alpha=0.4, density=False, weights=np.full(observed.size, len(prediction.values) / max(observed.size, 1)), label="known tasks (measured, rescaled)")
@@ -284,21 +283,19 @@ def histogram_figure(workspace: Workspace, prediction: Prediction):
     axes.set_xlabel("forgetting (increase in mean token NLL)" if workspace.matrix.metric == "nll_increase" else "exact-match drop")
     axes.set_ylabel("upstream examples")
     axes.legend(fontsize=8)
-    plt.close(figure)
     return figure
 
 
 def task_map_figure(workspace: Workspace, prediction: Prediction):
     """Known tasks and the new one on the two leading principal axes of their [bias, factors]."""
-    from .plots import pyplot
+    from .plots import detached_figure
 
     known = workspace.map_model().known_task_positions()
     centre = known.mean(0)
     _, _, axes_t = np.linalg.svd(known - centre, full_matrices=False)
     basis = axes_t[:2].T if axes_t.shape[0] >= 2 else np.hstack([axes_t.T, np.zeros((known.shape[1], 1))])
     points, new = (known - centre) @ basis, (prediction.position - centre) @ basis
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4.5), constrained_layout=True)
+    figure, axes = detached_figure((6, 4.5))
     means = np.nanmean(workspace.matrix.values, axis=1)
     scatter = axes.scatter(points[:, 0], points[:, 1], c=means, cmap="RdBu_r", s=40, edgecolors="black", linewidths=0.5)
     for (x, y), name in zip(points, workspace.matrix.task_ids):
@@ -308,7 +305,6 @@ def task_map_figure(workspace: Workspace, prediction: Prediction):
     axes.set_xlabel("task factor axis 1")
     axes.set_ylabel("task factor axis 2")
     axes.legend(fontsize=8, loc="best")
-    plt.close(figure)
     return figure
 
 
