@@ -37,7 +37,6 @@ from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
 from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
 from .files import atomic_write_parquet, atomic_write_text
 from .format.collect_rows import read_collect_row, task_filename, write_collect_row
-from .format.predicted_row import write_predicted_row
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .monitor import ForgettingMonitorCallback
@@ -380,10 +379,9 @@ class Collector:
         check = {"probes": len(monitor.probes), "probe_mean": last["forgetting/probe_mean"]}
         if monitor.predicted_row is None:
             return check | {"measured_mean": float(np.nanmean(forgetting))}
-        example_ids, predicted, step = monitor.predicted_row
+        example_ids, predicted, _ = monitor.predicted_row
         if self.state.is_main_process:
-            write_predicted_row(self.output_dir / "monitor" / task_filename(task), example_ids, predicted, step,
-                                {"probe_ids": monitor.probe_ids, "probe_forgetting": last["probe_forgetting"]})
+            monitor.write_predicted_row(self.output_dir / "monitor" / task_filename(task))
         lookup = dict(zip(example_ids, predicted))
         return check | row_agreement(forgetting, np.array([lookup.get(i, np.nan) for i in self.example_ids]))
 

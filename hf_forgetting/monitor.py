@@ -149,7 +149,7 @@ class ForgettingMonitorCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         atomic_write_text(folder / MONITOR_STATE_FILE, json.dumps(self.state_dict()))
         if self.predicted_row is not None:
-            self._write_row(folder)
+            self.write_predicted_row(folder / PREDICTED_ROW_FILE)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.base_scores is None:
@@ -158,7 +158,7 @@ class ForgettingMonitorCallback(TrainerCallback):
             self._measure(args, state, control, model, final=True)
         if state.is_world_process_zero:
             if self.predicted_row is not None:
-                self._write_row(Path(args.output_dir))
+                self.write_predicted_row(Path(args.output_dir) / PREDICTED_ROW_FILE)
             if self.plot and self.history:
                 from .plots import plot_forgetting_history
 
@@ -244,11 +244,12 @@ class ForgettingMonitorCallback(TrainerCallback):
             if self.budget_action == "stop":
                 control.should_training_stop = True
 
-    def _write_row(self, folder: Path) -> None:
+    def write_predicted_row(self, path: Path) -> Path:
+        """Write the latest predicted row (with the probes and their forgetting) as parquet at `path`."""
         example_ids, row, step = self.predicted_row
         last = self.history[-1]
-        write_predicted_row(folder / PREDICTED_ROW_FILE, example_ids, row, step,
-                            {"probe_ids": self.probe_ids, "probe_forgetting": last["probe_forgetting"]})
+        return write_predicted_row(path, example_ids, row, step,
+                                   {"probe_ids": self.probe_ids, "probe_forgetting": last["probe_forgetting"]})
 
 
 def _check_scorable(dataset) -> None:
