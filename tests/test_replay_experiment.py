@@ -24,7 +24,7 @@ def test_experiment_arms_share_the_schedule_and_reruns_reuse_only_identical_sett
     collect_forgetting_matrix(args, training, model_args)
     experiment = ReplayExperimentArguments(
         matrix=str(tmp_path / "collect" / "matrix"), num_test_tasks=1, seeds=[0, 1], known_entries=3, task_eval_examples=2,
-        methods=["none", "random", "predicted", "ground_truth", "online", "mir", "predicted_max"],
+        methods=["none", "random", "predicted", "ground_truth", "online", "mir", "predicted_max", "ground_truth_paper"],
     )
     replay_args = ReplayConfig(
         output_dir=str(tmp_path / "replay"), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-3,
@@ -37,8 +37,13 @@ def test_experiment_arms_share_the_schedule_and_reruns_reuse_only_identical_sett
 
     result = run_replay_experiment(experiment, replay_args, model_args)
     runs = result["runs"]
-    assert len(runs) == 2 * 7 and {r["seed"] for r in runs} == {0, 1}
+    assert len(runs) == 2 * 8 and {r["seed"] for r in runs} == {0, 1}
     assert all(len(r["heldout_forgetting"]) == 4 and r["replay_pool"] == 6 for r in runs)
+    replay = {r["method"]: r["replay"] for r in runs}
+    assert replay["predicted_max"] == {**replay["predicted"], "replay_selection": "max"}
+    assert replay["ground_truth_paper"] == {"replay_strategy": "ground_truth", "replay_selection": "sample",
+                                            "replay_temperature": 0.1, "replay_standardize_scores": False}
+    assert replay["none"]["replay_strategy"] == "masked" and replay["random"]["replay_strategy"] == "random"
     heldout_by_seed = {r["seed"]: r["settings_key"] for r in runs}
     assert len(heldout_by_seed) == 2
     assert (tmp_path / "replay" / "replay_experiment.md").exists()
@@ -51,7 +56,11 @@ def test_experiment_arms_share_the_schedule_and_reruns_reuse_only_identical_sett
         dataclasses.replace(replay_args, replay_temperature=0.5), model_args,
     )
     assert changed["runs"][0]["settings_key"] not in {r["settings_key"] for r in runs}  # recomputed, not reused
-    assert len(list((tmp_path / "replay" / "runs").glob("*.json"))) == 2 * 7 + 1
+    bf16 = run_replay_experiment(dataclasses.replace(experiment, methods=["none"], seeds=[0], score_dtype="bfloat16"),
+                                 replay_args, model_args)
+    assert bf16["runs"][0]["settings_key"] not in {r["settings_key"] for r in runs}  # another precision: recomputed
+    assert len(list((tmp_path / "replay").glob("heldout_base_scores-*.json"))) == 3  # and its base scores too
+    assert len(list((tmp_path / "replay" / "runs").glob("*.json"))) == 2 * 8 + 2
 
 
 def test_the_control_arm_trains_on_the_random_arms_task_rows_in_their_order(tiny_tokenizer, tmp_path):

@@ -89,6 +89,28 @@ def test_raw_text_matches_naive_reference(tiny_model, tiny_tokenizer):
     assert np.isnan(scores[-1]) and np.isfinite(scores[:-1]).all()
 
 
+def test_bfloat16_scoring_casts_the_model_and_stays_near_float32(tiny_model, tiny_tokenizer, monkeypatch):
+    import copy
+
+    import torch
+
+    from hf_forgetting import scoring
+
+    dataset = Dataset.from_dict({"text": TEXTS[:-1]})
+    fp32 = score_examples(tiny_model, tiny_tokenizer, dataset, show_progress=False)
+    model = scoring.cast_for_scoring(copy.deepcopy(tiny_model), "bfloat16")
+    if scoring.bf16_supported("cpu"):
+        assert next(model.parameters()).dtype == torch.bfloat16
+    bf16 = score_examples(model, tiny_tokenizer, dataset, show_progress=False)
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)  # bf16 keeps 8 bits of mantissa: NLLs move by ~1e-2
+    monkeypatch.setattr(scoring, "bf16_supported", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bf16 support; scoring in float32"):
+        fallback = scoring.cast_for_scoring(copy.deepcopy(tiny_model), "bfloat16")
+    assert next(fallback.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="score_dtype must be one of"):
+        scoring.cast_for_scoring(tiny_model, "float16")
+
+
 def test_prompt_completion_scores_completion_only(tiny_model, tiny_tokenizer):
     dataset = Dataset.from_dict({"prompt": [p for p, _ in PAIRS], "completion": [c for _, c in PAIRS]})
     references = [reference_prompt_completion(tiny_tokenizer, p, c) for p, c in PAIRS]

@@ -13,7 +13,8 @@ minus NLL before. Task performance is the mean completion NLL on task examples n
 - Arms: `none`, `random`, `ground_truth` (the oracle: the task's true row), `predicted` (the row
   completed from `known_entries` entries revealed from the replay pool only, by a predictor fitted on
   the other tasks), `online` (the deployable variant, measured during the run), `mir`; a `_max`
-  suffix selects the highest scores instead of sampling.
+  suffix selects the highest scores instead of sampling, a `_paper` suffix samples as the paper does
+  (softmax(f / 0.1) over the raw row) whatever the recipe's temperature.
 - Every finished run is a file whose name carries a hash of every setting that changes it (all
   replay, training and model settings but logging and paths, the matrix, the arm, the seed), so a
   rerun with changed settings recomputes and a killed run resumes where it stopped.
@@ -25,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,23 +43,29 @@ from ..format.collect_rows import task_filename
 from ..matrix import ForgettingMatrix
 from ..modeling import load_model_and_tokenizer, resolve_model_path
 from ..run_settings import result_settings
-from ..scoring import score_examples
+from ..scoring import SCORE_DTYPES, cast_for_scoring, score_examples
 from ..stats import paired_comparison
 from ..training_data import prepare_training_rows
 from .trainer import ReplayTrainer, heldout_rows
 
-# arm -> (replay strategy, selection: None keeps the configured one)
+# arm -> the replay settings it overrides (the others are the recipe's)
+PAPER_SAMPLING = {"replay_selection": "sample", "replay_temperature": 0.1, "replay_standardize_scores": False}
 METHODS = {
-    "none": ("masked", None),
-    "random": ("random", None),
-    "ground_truth": ("ground_truth", None),
-    "predicted": ("predicted", None),
-    "online": ("online", None),
-    "mir": ("mir", None),
-    "ground_truth_max": ("ground_truth", "max"),
-    "predicted_max": ("predicted", "max"),
-    "online_max": ("online", "max"),
+    "none": {"replay_strategy": "masked"},
+    "random": {"replay_strategy": "random"},
+    "ground_truth": {"replay_strategy": "ground_truth"},
+    "predicted": {"replay_strategy": "predicted"},
+    "online": {"replay_strategy": "online"},
+    "mir": {"replay_strategy": "mir"},
+    "ground_truth_max": {"replay_strategy": "ground_truth", "replay_selection": "max"},
+    "predicted_max": {"replay_strategy": "predicted", "replay_selection": "max"},
+    "online_max": {"replay_strategy": "online", "replay_selection": "max"},
+    # the paper's sampling: softmax(f / 0.1) over the raw row (the recipe's T acts on standardised scores)
+    "ground_truth_paper": {"replay_strategy": "ground_truth", **PAPER_SAMPLING},
+    "predicted_paper": {"replay_strategy": "predicted", **PAPER_SAMPLING},
+    "online_paper": {"replay_strategy": "online", **PAPER_SAMPLING},
 }
+ARM_SETTINGS = ("replay_strategy", "replay_selection", "replay_temperature", "replay_standardize_scores")
 TEST_TASK_RULES = ("most_forgetting", "random")
 
 
@@ -77,6 +85,11 @@ class ReplayExperimentArguments:
     predictor: str = field(default="mf", metadata={"help": "Predictor fitted on the other tasks' rows."})
     known_entries: int = field(default=30, metadata={"help": "Revealed entries of each test task's row (k), from the replay pool."})
     task_eval_examples: int = field(default=64, metadata={"help": "Unseen task examples for task performance."})
+    score_dtype: str | None = field(
+        default=None,
+        metadata={"help": "Precision of held-out and task scoring, the same in every arm (default: the matrix's).",
+                  "choices": [None, *SCORE_DTYPES]},
+    )
 
     def __post_init__(self):
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -86,6 +99,8 @@ class ReplayExperimentArguments:
             raise ValueError(f"test_task_rule must be one of {TEST_TASK_RULES}; got {self.test_task_rule!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one; got {self.seeds}")
+        if self.score_dtype not in (None, *SCORE_DTYPES):
+            raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}; got {self.score_dtype!r}")
         for name in ("num_test_tasks", "known_entries", "task_eval_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -122,7 +137,10 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     test_tasks = choose_test_tasks(matrix, args)
     training = result_settings(replay_args)
     matrix_key = [matrix.header().to_json(), matrix.task_ids, hashlib.sha256(matrix.values.tobytes()).hexdigest()]
+    args = dataclasses.replace(args, score_dtype=args.score_dtype or settings.get("score_dtype", "float32"))
     common = [training, dataclasses.asdict(model_args), matrix_key, args.predictor, args.known_entries, args.task_eval_examples]
+    if args.score_dtype != "float32":  # runs scored in fp32 keep the keys they had before score_dtype existed
+        common.append(args.score_dtype)
     jobs = [(seed, task, method) for seed in args.seeds for task in test_tasks for method in args.methods]
     runs = []
     for seed, task, method in tqdm(jobs, desc="replay runs", disable=not state.is_main_process):
@@ -142,13 +160,13 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     return {"runs": runs, "summary": summary}
 
 
-def _base_scores(heldout_set, model_args, score_length, key: str, output_dir: Path, state) -> np.ndarray:
+def _base_scores(heldout_set, model_args, score_length, score_dtype, key: str, output_dir: Path, state) -> np.ndarray:
     """Base-model NLL of the held-out examples of one seed, cached under the key of what it depends on."""
     path = output_dir / f"heldout_base_scores-{key}.json"
     if path.exists():
         return np.array(json.loads(path.read_text())["scores"])
     model, tokenizer = load_model_and_tokenizer(model_args)
-    base = score_examples(model, tokenizer, heldout_set, max_length=score_length, show_progress=False)
+    base = score_examples(cast_for_scoring(model, score_dtype), tokenizer, heldout_set, max_length=score_length, show_progress=False)
     if state.is_main_process:
         atomic_write_text(path, json.dumps({"example_ids": list(heldout_set["example_id"]), "scores": base.tolist()}))
     return base
@@ -156,17 +174,17 @@ def _base_scores(heldout_set, model_args, score_length, key: str, output_dir: Pa
 
 def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state) -> dict:
     """One arm of one task under one seed."""
-    strategy, selection = METHODS[method]
+    started = time.time()
     run_args = dataclasses.replace(
         replay_args, output_dir=str(output_dir / "checkpoints" / f"{task_filename(task).removesuffix('.parquet')}-{method}"),
-        replay_strategy=strategy, replay_selection=selection or replay_args.replay_selection, save_strategy="no",
-        seed=seed, replay_seed=seed,
+        save_strategy="no", seed=seed, replay_seed=seed, **METHODS[method],
     )
+    strategy = run_args.replay_strategy
     heldout = heldout_rows(len(upstream), run_args.replay_heldout_size, seed)
     heldout_set = upstream.select(heldout)
-    base = _base_scores(heldout_set, model_args, settings["score_max_length"],
-                        settings_key(dataclasses.asdict(model_args), settings["score_max_length"], heldout_set["example_id"]),
-                        output_dir, state)
+    length, dtype = settings["score_max_length"], args.score_dtype
+    base_key = [dataclasses.asdict(model_args), length, heldout_set["example_id"]] + ([dtype] if dtype != "float32" else [])
+    base = _base_scores(heldout_set, model_args, length, dtype, settings_key(*base_key), output_dir, state)
     train, test = split_rows(matrix, [task])
     truth = test.values[0]
     pool = np.setdiff1d(np.arange(len(truth)), heldout)  # the revealed entries come from the replay pool only
@@ -193,7 +211,7 @@ def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, 
     if trainer.heldout_ids != list(heldout_set["example_id"]):
         raise RuntimeError("The trainer's held-out split differs from the experiment's")
     result = trainer.train()
-    tuned = trainer.accelerator.unwrap_model(trainer.model)
+    tuned = cast_for_scoring(trainer.accelerator.unwrap_model(trainer.model), args.score_dtype)  # done training
     after = score_examples(tuned, tokenizer, heldout_set, max_length=settings["score_max_length"], show_progress=False)
     task_nll = score_examples(tuned, tokenizer, eval_data, max_length=run_args.max_length, show_progress=False)
     replayed = [row - trainer.replay_sampler.num_task for row in trainer.replay_sampler if row >= trainer.replay_sampler.num_task]
@@ -201,12 +219,13 @@ def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, 
     shutil.rmtree(run_args.output_dir, ignore_errors=True)
     return {
         "task": task, "method": method, "seed": seed, "settings_key": key, "train_loss": float(result.training_loss),
+        "replay": {name: getattr(run_args, name) for name in ARM_SETTINGS},
         "heldout_forgetting": (after - base).tolist(), "mean_heldout_forgetting": float(np.mean(after - base)),
         "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": trainer.replay_pool_size,
         # diagnostics: how targeted the replayed set was (its true-row mean against the pool's)
         "replayed_true_mean": float(np.mean(pool_truth[replayed])) if replayed and method != "none" else None,
         "pool_true_mean": float(np.mean(pool_truth)),
-        **prepared.counts(),
+        **prepared.counts(), "seconds": round(time.time() - started, 1),
     }
 
 
