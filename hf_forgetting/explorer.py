@@ -3,26 +3,37 @@ predict a new task's row from a few measurements or (weaker) from a few of its i
 describe the prediction (top examples with their text, histogram, the task among the known ones).
 
 Every bad input raises ``ExplorerInputError`` with a message meant for a person.
+
+What it opens: "embedded", Hub repo ids, and the local folders its operator names
+(``served_folders``); any other string is refused with the same message whether or not such a
+path exists, so a client learns nothing about the server's file system. Every input has a size cap.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
+import os
+import re
 import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+import warnings
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .completion import BiasedFactorsPredictor, ForgettingPredictor, MFPredictor
+from .format.forgetting_csv import ForgettingCsvError, forgetting_csv_text, read_forgetting_csv
 from .format.matrix import HEADER_FILE
 from .matrix import ForgettingMatrix
 
 EMBEDDED_SOURCE = "embedded"
 MIN_MEASURED = 5
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+MAX_CSV_BYTES = 5_000_000  # an uploaded measurement CSV (a 10^5-example matrix's whole row is ~3 MB)
+MAX_TASK_INPUTS, MAX_TASK_INPUT_CHARS = 64, 20_000  # zero-shot inputs: lines, characters in all
+MAX_TOP_N = 1000
 ZERO_SHOT_TEMPERATURE = 0.05  # softmax over cosine similarities of mean MiniLM embeddings
 
 
@@ -81,33 +92,58 @@ class Prediction:
 # -- opening matrices and predictors --------------------------------------------------------------
 
 
-def resolve_matrix(source: str, embedded_dirs: Sequence[Path] = ()) -> ForgettingMatrix:
-    """``"embedded"`` (the first of ``embedded_dirs`` that holds a matrix), a local folder or a Hub repo id."""
-    source = (source or "").strip() or EMBEDDED_SOURCE
+def served_folders(spec: str) -> dict[str, Path]:
+    """The operator's ``"name=/path;other=/path"`` (e.g. the Space's FORGETTING_EXPLORER_FOLDERS) as a mapping."""
+    folders = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(";"))):
+        name, separator, folder = item.partition("=")
+        if not separator or not name.strip() or not folder.strip():
+            raise ValueError(f"served folders: expected name=/path; got {item!r}")
+        folders[name.strip()] = Path(folder.strip())
+    return folders
+
+
+def _refused(source: str, folders: Mapping[str, Path]) -> ExplorerInputError:
+    """The one answer to every source that is neither served nor a Hub repo id (it depends on the string alone)."""
+    served = f" (served here: {', '.join(sorted(folders))})" if folders else ""
+    return ExplorerInputError(f"{source[:200]!r} is not a Hub dataset repo id ('user/name') nor a folder this Space serves{served}")
+
+
+def resolve_matrix(source: str, embedded_dirs: Sequence[Path] = (), folders: Mapping[str, Path] | None = None) -> ForgettingMatrix:
+    """``"embedded"`` (the first of ``embedded_dirs`` that holds a matrix), the name of one of the
+    operator's ``folders`` (a matrix folder or a collect output folder), or a Hub repo id."""
+    source, folders = (source or "").strip() or EMBEDDED_SOURCE, folders or {}
     if source == EMBEDDED_SOURCE:
         for folder in embedded_dirs:
             if (Path(folder) / HEADER_FILE).exists():
                 return ForgettingMatrix.load(folder)
-        raise ExplorerInputError("No embedded demo matrix found: run `make demo`, or give a Hub repo id or folder")
-    path = Path(source)
-    if (path / "matrix" / HEADER_FILE).exists():
-        path = path / "matrix"
-    if (path / HEADER_FILE).exists():
-        return ForgettingMatrix.load(path)
-    if path.exists() or source.startswith((".", "/")) or source.count("/") != 1:
-        raise ExplorerInputError(f"{source!r} is neither a saved matrix folder nor a Hub repo id ('user/name')")
+        raise ExplorerInputError("No embedded demo matrix found: run `make demo`, or give a Hub repo id")
+    if source in folders:
+        folder = folders[source]
+        return ForgettingMatrix.load(folder / "matrix" if (folder / "matrix" / HEADER_FILE).exists() else folder)
+    if not HUB_REPO_ID.fullmatch(source):
+        raise _refused(source, folders)
     try:
         return ForgettingMatrix.from_hub(source)
     except Exception as error:  # noqa: BLE001 - unreachable Hub, missing repo, malformed repo: all told to the user
         raise ExplorerInputError(f"Could not load the matrix {source!r} from the Hub: {_one_line(error)}") from None
 
 
-def resolve_predictor(source: str | None, matrix: ForgettingMatrix) -> ForgettingPredictor:
-    """A saved predictor (folder or Hub repo id) over the matrix's examples; empty: MF fitted here."""
-    if not (source or "").strip():
+def resolve_predictor(source: str | None, matrix: ForgettingMatrix, folders: Mapping[str, Path] | None = None) -> ForgettingPredictor:
+    """A saved predictor over the matrix's examples: the name of one of the operator's ``folders``
+    or a Hub repo id (never another local path); empty: MF fitted here."""
+    source, folders = (source or "").strip(), folders or {}
+    if not source:
         return MFPredictor(rank=max(1, min(5, matrix.shape[0] - 1))).fit(matrix)
+    if source not in folders and not HUB_REPO_ID.fullmatch(source):
+        raise _refused(source, folders)
     try:
-        predictor = ForgettingPredictor.from_pretrained(source.strip())
+        if source in folders:
+            predictor = ForgettingPredictor.from_pretrained(folders[source])
+        else:
+            from .hub.predictor_repo import download_predictor
+
+            predictor = ForgettingPredictor.from_pretrained(download_predictor(source))
     except Exception as error:  # noqa: BLE001
         raise ExplorerInputError(f"Could not load the predictor {source!r}: {_one_line(error)}") from None
     if predictor.example_ids != matrix.example_ids:
@@ -125,11 +161,15 @@ def _example_texts(matrix: ForgettingMatrix) -> tuple[dict[str, str] | None, str
 
 
 class WorkspaceCache:
-    """Opened workspaces by (matrix source, predictor source); opening is slow, queries are fast."""
+    """Opened workspaces by (matrix source, predictor source); opening is slow, queries are fast.
 
-    def __init__(self, size: int = 4, embedded_dirs: Sequence[Path] = ()):
-        self.size, self.embedded_dirs = size, list(embedded_dirs)
+    A workspace is opened outside the cache's lock, so a slow Hub download for one client does not
+    hold up the others; concurrent requests for the same sources wait for one opening."""
+
+    def __init__(self, size: int = 4, embedded_dirs: Sequence[Path] = (), folders: Mapping[str, Path] | None = None):
+        self.size, self.embedded_dirs, self.folders = size, list(embedded_dirs), dict(folders or {})
         self._items: OrderedDict[tuple[str, str], Workspace] = OrderedDict()
+        self._opening: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, matrix_source: str, predictor_source: str | None = None) -> Workspace:
@@ -138,14 +178,24 @@ class WorkspaceCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            matrix = resolve_matrix(key[0], self.embedded_dirs)
-            predictor = resolve_predictor(key[1], matrix)
-            texts, note = _example_texts(matrix)
-            workspace = Workspace(key[0], matrix, predictor, texts, [note] if note else [])
-            self._items[key] = workspace
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            workspace = self._open(key)
+            with self._lock:
+                self._items[key] = workspace
+                self._opening.pop(key, None)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
             return workspace
+
+    def _open(self, key: tuple[str, str]) -> Workspace:
+        matrix = resolve_matrix(key[0], self.embedded_dirs, self.folders)
+        predictor = resolve_predictor(key[1], matrix, self.folders)
+        texts, note = _example_texts(matrix)
+        return Workspace(key[0], matrix, predictor, texts, [note] if note else [])
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -168,6 +218,8 @@ def parse_measurements(rows, workspace: Workspace) -> tuple[list[str], np.ndarra
             raise ExplorerInputError(f"Row {number}: value {cells[1]!r} must be a finite number")
         ids.append(cells[0])
         values.append(value)
+    if len(ids) > len(workspace.matrix.example_ids):
+        raise ExplorerInputError(f"{len(ids)} measurements for a matrix of {len(workspace.matrix.example_ids)} upstream examples")
     known = set(workspace.matrix.example_ids)
     unknown = [i for i in ids if i not in known]
     if unknown:
@@ -175,7 +227,7 @@ def parse_measurements(rows, workspace: Workspace) -> tuple[list[str], np.ndarra
             f"{len(unknown)} example id(s) are not in this matrix, e.g. {unknown[:3]}; "
             f"ids look like {workspace.matrix.example_ids[0]!r}"
         )
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
     if duplicates:
         raise ExplorerInputError(f"Example ids measured twice: {duplicates[:5]}")
     if len(ids) < MIN_MEASURED:
@@ -190,17 +242,18 @@ def _cell_text(cell) -> str:
     return str(cell).strip()
 
 
-def read_measurements_csv(path: str | Path) -> list[list[str]]:
-    """Rows of a CSV with the columns ``example_id`` and ``value`` (header required)."""
+def read_measurements_csv(path: str | Path) -> list[list]:
+    """Rows ``[example_id, value]`` of an uploaded forgetting CSV (``example_id,forgetting``; the older
+    ``example_id,value`` is read too)."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ExplorerInputError(f"Cannot read the uploaded file: {error}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip() for c in reader.fieldnames or []]
-    if "example_id" not in columns or "value" not in columns:
-        raise ExplorerInputError(f"The CSV needs the columns example_id and value; it has {columns}")
-    return [[row.get("example_id"), row.get("value")] for row in reader]
+        if os.path.getsize(path) > MAX_CSV_BYTES:
+            raise ExplorerInputError(f"The uploaded CSV is larger than {MAX_CSV_BYTES // 1_000_000} MB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an older column name is fine here
+            ids, values = read_forgetting_csv(path)
+    except (OSError, ForgettingCsvError) as error:
+        raise ExplorerInputError(f"Cannot read the uploaded file: {_one_line(error).replace(str(path), 'the CSV')}") from None
+    return [[example_id, value] for example_id, value in zip(ids, values)]
 
 
 # -- predictions ----------------------------------------------------------------------------------
@@ -217,6 +270,8 @@ def predict_zero_shot(workspace: Workspace, task_inputs: list[str], encoder=None
     task_inputs = [text.strip() for text in task_inputs if text and text.strip()]
     if not task_inputs:
         raise ExplorerInputError("Give a few example inputs of the new task, one per line")
+    if len(task_inputs) > MAX_TASK_INPUTS or sum(map(len, task_inputs)) > MAX_TASK_INPUT_CHARS:
+        raise ExplorerInputError(f"Give at most {MAX_TASK_INPUTS} inputs of at most {MAX_TASK_INPUT_CHARS} characters in all")
     matrix, task_embeddings = workspace.matrix, workspace.task_embeddings(encoder)
     new = _encoder(encoder).encode(task_inputs).mean(0)
     similarity = task_embeddings @ (new / (np.linalg.norm(new) + 1e-12))
@@ -255,7 +310,7 @@ def _encoder(encoder=None):
 
 def top_forgotten(workspace: Workspace, prediction: Prediction, n: int = 20) -> list[list]:
     """``[rank, example_id, predicted, text]`` of the n examples predicted to be forgotten most."""
-    order = np.argsort(-prediction.values, kind="stable")[: max(1, int(n))]
+    order = np.argsort(-prediction.values, kind="stable")[: min(max(1, int(n)), MAX_TOP_N)]
     texts = workspace.example_texts or {}
     rows = []
     for rank, column in enumerate(order, start=1):
@@ -265,11 +320,34 @@ def top_forgotten(workspace: Workspace, prediction: Prediction, n: int = 20) -> 
     return rows
 
 
-def prediction_csv(workspace: Workspace, prediction: Prediction, path: str | Path) -> Path:
-    from .files import atomic_write_text
+def prediction_csv_text(workspace: Workspace, prediction: Prediction) -> str:
+    """The whole predicted row as CSV text (``example_id,forgetting``, what every stage reads)."""
+    return forgetting_csv_text(workspace.matrix.example_ids, prediction.values)
 
-    lines = ["example_id,predicted"] + [f"{i},{v:.6g}" for i, v in zip(workspace.matrix.example_ids, prediction.values)]
-    return atomic_write_text(path, "\n".join(lines))
+
+class CsvFiles:
+    """The CSV files the Space hands out, in one folder it owns: named by content (a repeated query
+    writes nothing new) and only the `keep` newest kept, so that disk use stays bounded however many
+    requests come (the web framework serves its own copy of each)."""
+
+    def __init__(self, folder: str | Path, keep: int = 64):
+        self.folder, self.keep = Path(folder), keep
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def write(self, text: str, name: str = "predicted_forgetting.csv") -> Path:
+        from .files import atomic_write_text
+
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        path = self.folder / digest / name
+        with self._lock:
+            atomic_write_text(path, text)
+            folders = sorted((f for f in self.folder.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime, reverse=True)
+            for old in folders[self.keep:]:
+                for file in old.iterdir():
+                    file.unlink(missing_ok=True)
+                old.rmdir()
+        return path
 
 
 def histogram_figure(workspace: Workspace, prediction: Prediction):

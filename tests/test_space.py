@@ -49,13 +49,16 @@ def _free_port():
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    module = load_space_module()
-    app = module.build_app().queue(default_concurrency_limit=8)
-    _, url, _ = app.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
     matrix = synthetic_low_rank_matrix()
     folder = tmp_path_factory.mktemp("space") / "matrix"
     matrix.save(folder)
-    yield {"url": url, "client": Client(url, verbose=False), "matrix": matrix, "folder": str(folder)}
+    os.environ["FORGETTING_EXPLORER_FOLDERS"] = f"synthetic={folder}"  # the operator serves this folder by name
+    module = load_space_module()
+    del os.environ["FORGETTING_EXPLORER_FOLDERS"]
+    app = module.build_app().queue(default_concurrency_limit=8)
+    _, url, _ = app.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
+    yield {"url": url, "client": Client(url, verbose=False), "matrix": matrix, "folder": "synthetic", "path": str(folder),
+           "module": module}
     app.close()
 
 
@@ -75,7 +78,7 @@ def _measured(matrix, task=0, k=30):
 def _read_csv(path):
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [row["example_id"] for row in rows], np.array([float(row["predicted"]) for row in rows])
+    return [row["example_id"] for row in rows], np.array([float(row["forgetting"]) for row in rows])
 
 
 # -- endpoints, good input -------------------------------------------------------------------------
@@ -111,9 +114,16 @@ def test_predict_from_a_csv_upload(space, tmp_path):
     matrix, client = space["matrix"], space["client"]
     ids, values = _measured(matrix, task=3)
     path = tmp_path / "measured.csv"
-    path.write_text("example_id,value\n" + "".join(f"{i},{v}\n" for i, v in zip(ids, values)))
+    path.write_text("example_id,forgetting\n" + "".join(f"{i},{v}\n" for i, v in zip(ids, values)))
     *_, csv_path = client.predict(space["folder"], "", EMPTY_TABLE, handle_file(str(path)), 5, api_name="/predict")
     np.testing.assert_allclose(_read_csv(csv_path)[1], _reference_row(matrix, ids, values), rtol=1e-5, atol=1e-6)
+    old = tmp_path / "old.csv"  # the column name of older versions is still read
+    old.write_text("example_id,value\n" + "".join(f"{i},{v}\n" for i, v in zip(ids, values)))
+    *_, again = client.predict(space["folder"], "", EMPTY_TABLE, handle_file(str(old)), 5, api_name="/predict")
+    np.testing.assert_allclose(_read_csv(again)[1], _read_csv(csv_path)[1])
+    # the Space's own answer (`hf-forgetting predict` writes the same schema) is accepted as measurements
+    *_, chained = client.predict(space["folder"], "", EMPTY_TABLE, handle_file(csv_path), 5, api_name="/predict")
+    assert _read_csv(chained)[0] == matrix.example_ids
 
 
 def test_matrix_and_predictor_from_hub_repo_ids(space, hub):
@@ -153,9 +163,9 @@ def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(spac
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("id,forgetting\nex/1,0.1\n")
     cases = [
-        ((space["folder"], "", EMPTY_TABLE, handle_file(str(wrong)), 5), "needs the columns example_id and value"),
+        ((space["folder"], "", EMPTY_TABLE, handle_file(str(wrong)), 5), "expected the columns example_id,forgetting"),
         (("alice/no-such-matrix", "", EMPTY_TABLE, None, 5), "Could not load the matrix 'alice/no-such-matrix' from the Hub"),
-        (("/no/such/folder", "", EMPTY_TABLE, None, 5), "neither a saved matrix folder nor a Hub repo id"),
+        (("/no/such/folder", "", EMPTY_TABLE, None, 5), "is not a Hub dataset repo id ('user/name') nor a folder this Space serves"),
         ((space["folder"], "alice/no-such-predictor", EMPTY_TABLE, None, 5), "Could not load the predictor"),
     ]
     for arguments, message in cases:
@@ -163,6 +173,52 @@ def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(spac
             client.predict(*arguments, api_name="/predict")
         assert message in str(error.value)
     assert "10 tasks" in client.predict(space["folder"], "", api_name="/open_matrix")
+
+
+def test_the_space_opens_no_path_of_the_server_and_answers_every_path_alike(space, tmp_path):
+    """Only "embedded", the operator's named folders and Hub repo ids open; an existing matrix or predictor
+    folder given by path gets the same answer as a missing one (no file-system oracle)."""
+    client, matrix = space["client"], space["matrix"]
+    MFPredictor(rank=2).fit(matrix).save_pretrained(tmp_path / "predictor")
+    existing = [space["path"], str(Path(space["path"]).parent), "/etc/passwd", str(tmp_path / "predictor"), "../../etc"]
+    missing = ["/no/such/matrix", str(tmp_path / "nothing"), "../../nothing"]
+    answers = {}
+    for source in existing + missing:
+        for arguments in ((source, ""), (space["folder"], source)):  # as the matrix, and as the predictor
+            with pytest.raises(Exception) as error:
+                client.predict(*arguments, api_name="/open_matrix")
+            answers[(source, arguments[1] == source)] = str(error.value).replace(repr(source), "<source>")
+    assert len(set(answers.values())) == 1, answers
+    assert "is not a Hub dataset repo id ('user/name') nor a folder this Space serves (served here: synthetic)" in answers[("/etc/passwd", False)]
+
+
+def test_every_input_has_a_size_cap_and_leaves_no_file_behind(space, tmp_path):
+    from hf_forgetting import explorer
+
+    client = space["client"]
+    many = {"headers": ["example_id", "value"], "data": [[f"ex/{j % 120}", 0.1] for j in range(20_000)]}
+    with pytest.raises(Exception, match="20000 measurements for a matrix of 120 upstream examples"):
+        client.predict(space["folder"], "", many, None, 5, api_name="/predict")
+    duplicates = {"headers": ["example_id", "value"], "data": [[f"ex/{j}", 0.1] for j in range(119)] + [["ex/3", 0.2]]}
+    with pytest.raises(Exception, match=r"measured twice: \['ex/3'\]"):
+        client.predict(space["folder"], "", duplicates, None, 5, api_name="/predict")
+    big = tmp_path / "big.csv"
+    big.write_text("example_id,forgetting\n" + "ex/1,0.1\n" * (explorer.MAX_CSV_BYTES // 8))
+    with pytest.raises(Exception, match="larger than 5 MB"):
+        client.predict(space["folder"], "", EMPTY_TABLE, handle_file(str(big)), 5, api_name="/predict")
+    with pytest.raises(Exception, match="at most 64 inputs"):
+        client.predict(space["folder"], "", "\n".join(["a question?"] * 65), 5, api_name="/predict_zero_shot")
+    # the CSV answers: one per distinct prediction, in one folder the app owns, at most `keep` kept
+    files = space["module"].CSV_FILES
+    table = {"headers": ["example_id", "value"], "data": [[f"ex/{j}", 0.01 * j] for j in range(10)]}
+    before = {p.parent.name for p in files.folder.glob("*/*.csv")}
+    for _ in range(3):  # the same query three times: one file
+        client.predict(space["folder"], "", table, None, 5, api_name="/predict")
+    assert len({p.parent.name for p in files.folder.glob("*/*.csv")} - before) <= 1
+    small = explorer.CsvFiles(tmp_path / "answers", keep=3)
+    paths = [small.write(f"example_id,forgetting\nex/1,{i}\n") for i in range(5)]
+    assert sorted(p.exists() for p in paths) == [False, False, True, True, True]
+    assert len(list((tmp_path / "answers").iterdir())) == 3
 
 
 def test_unreachable_hub_is_explained(space, monkeypatch):
@@ -198,7 +254,7 @@ def test_table_from_the_ui_with_blank_rows(space):
     """The UI hands over a DataFrame whose untouched rows are empty strings or NaN."""
     import pandas as pd
 
-    module = load_space_module()
+    module = space["module"]
     ids, values = _measured(space["matrix"], k=6)
     frame = pd.DataFrame({"example_id": [*ids, "", None], "value": [*values, np.nan, np.nan]})
     workspace = module.WORKSPACES.get(space["folder"], "")

@@ -24,7 +24,11 @@ HERE = Path(__file__).resolve().parent
 SHIPPED_MATRIX = HERE / "data" / "smollm2-135m-instruct-demo"  # the demo matrix of `make demo`: numbers and ids only
 # "embedded" opens the first of these that holds a matrix: a fresh `make demo` in this checkout, else the shipped one.
 EMBEDDED_DIRS = [HERE.parent.parent / "outputs" / "smollm2-135m-instruct" / "collect-demo" / "matrix", SHIPPED_MATRIX]
-WORKSPACES = explorer.WorkspaceCache(embedded_dirs=EMBEDDED_DIRS)
+# Local folders served by name, as the operator lists them: FORGETTING_EXPLORER_FOLDERS="name=/path;other=/path".
+# Nothing else on the server's disk can be opened (clients give "embedded", one of these names, or a Hub repo id).
+SERVED_FOLDERS = explorer.served_folders(os.environ.get("FORGETTING_EXPLORER_FOLDERS", ""))
+WORKSPACES = explorer.WorkspaceCache(embedded_dirs=EMBEDDED_DIRS, folders=SERVED_FOLDERS)
+CSV_FILES = explorer.CsvFiles(tempfile.mkdtemp(prefix="forgetting-explorer-"))
 PREDICTION_HEADERS = ["rank", "example_id", "predicted", "text"]
 EXAMPLE_TASK_INPUTS = "What is the capital of France?\nWho wrote Pride and Prejudice?\nWhen did the Berlin Wall fall?"
 
@@ -42,8 +46,7 @@ def open_matrix(matrix_source: str, predictor_source: str) -> str:
 
 
 def _describe(workspace, prediction, top_n):
-    csv_path = Path(tempfile.mkdtemp(prefix="forgetting-")) / "predicted_forgetting.csv"
-    explorer.prediction_csv(workspace, prediction, csv_path)
+    csv_path = CSV_FILES.write(explorer.prediction_csv_text(workspace, prediction))
     return (
         explorer.summary_markdown(workspace, prediction),
         explorer.top_forgotten(workspace, prediction, top_n),
@@ -101,15 +104,16 @@ def example_measurements(matrix_source: str, predictor_source: str):
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Forgetting explorer") as app:
+    # delete_cache: gradio's copies of uploads and answers older than 10 minutes are removed every 10 minutes
+    with gr.Blocks(title="Forgetting explorer", delete_cache=(600, 600)) as app:
         gr.Markdown(
             "# Forgetting explorer\nWhich upstream examples will fine-tuning on your task make the model forget? "
             "Measure the forgetting of ~30 upstream examples after fine-tuning (or give a few task inputs for a "
             "weaker zero-shot estimate) and a low-rank model of a shared forgetting matrix completes the rest."
         )
         with gr.Row():
-            matrix_source = gr.Textbox(value="embedded", label="Forgetting matrix: 'embedded', a Hub dataset repo id or a folder")
-            predictor_source = gr.Textbox(value="", label="Predictor: Hub repo id or folder (empty: MF fitted on the matrix)")
+            matrix_source = gr.Textbox(value="embedded", label="Forgetting matrix: 'embedded' or a Hub dataset repo id")
+            predictor_source = gr.Textbox(value="", label="Predictor: Hub repo id (empty: MF fitted on the matrix)")
             open_button = gr.Button("Open matrix")
         with gr.Accordion("The matrix and its low-rank report", open=False):
             matrix_info = gr.Markdown(elem_id="matrix-info")
@@ -119,7 +123,7 @@ def build_app() -> gr.Blocks:
                 headers=["example_id", "value"], datatype=["str", "number"], row_count=5, column_count=2,
                 label="Measured forgetting: example_id, value (increase in mean token NLL)", interactive=True,
             )
-            measurements_csv = gr.File(label="...or upload a CSV with columns example_id,value", file_types=[".csv"], type="filepath")
+            measurements_csv = gr.File(label="...or upload a CSV with columns example_id,forgetting", file_types=[".csv"], type="filepath")
             with gr.Row():
                 fill_button = gr.Button("Fill in an example")
                 predict_button = gr.Button("Predict forgetting", variant="primary")
