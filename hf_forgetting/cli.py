@@ -35,9 +35,11 @@ class TrainArguments(UpstreamArguments, TaskArguments, MonitorArguments):
     monitor (`MonitorArguments`, off unless `monitor_probes` > 0)."""
 
     task: str = field(kw_only=True, metadata={"help": "Task to fine-tune on: embedded name, local file or Hub id."})
-    replay_scores_file: str | None = field(default=None, metadata={"help": "CSV example_id,score: forgetting scores."})
+    replay_scores_file: str | None = field(
+        default=None, metadata={"help": "CSV example_id,forgetting (e.g. written by `predict`): replay by these scores."}
+    )
     predictor_dir: str | None = field(default=None, metadata={"help": "A saved predictor (predicted / online strategies)."})
-    known: str | None = field(default=None, metadata={"help": "CSV example_id,value of measured forgetting (predicted)."})
+    known: str | None = field(default=None, metadata={"help": "CSV example_id,forgetting of measured entries (predicted)."})
 
 
 @dataclass
@@ -53,6 +55,9 @@ class AnalyzeArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Where to write the report (default: <matrix>/../analysis)."})
     max_rank: int = field(default=9, metadata={"help": "Largest rank of the truncated-SVD fits."})
 
+    def __post_init__(self):
+        _check_at_least(self, max_rank=1)
+
 
 @dataclass
 class EvaluateArguments:
@@ -67,6 +72,11 @@ class EvaluateArguments:
     num_seeds: int = field(default=10, metadata={"help": "Known sets drawn per test task."})
     output: str | None = field(default=None, metadata={"help": "Also write the results as JSON here."})
 
+    def __post_init__(self):
+        _check_at_least(self, k=1, num_seeds=1)
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1); got {self.test_fraction}")
+
 
 @dataclass
 class FitArguments:
@@ -75,12 +85,16 @@ class FitArguments:
     output_dir: str = field(default="predictor", metadata={"help": "Where save_pretrained writes the predictor."})
     rank: int | None = field(default=None, metadata={"help": "Rank for mf / logistic_mf."})
 
+    def __post_init__(self):
+        if self.rank is not None:
+            _check_at_least(self, rank=1)
+
 
 @dataclass
 class PredictArguments:
     predictor: str = field(metadata={"help": "Folder of a saved predictor."})
-    known: str = field(metadata={"help": "CSV with columns example_id,value: the measured entries."})
-    output: str = field(default="predicted_forgetting.csv", metadata={"help": "CSV to write: example_id,predicted."})
+    known: str = field(metadata={"help": "CSV with columns example_id,forgetting: the measured entries."})
+    output: str = field(default="predicted_forgetting.csv", metadata={"help": "CSV to write: example_id,forgetting."})
 
 
 @dataclass
@@ -226,31 +240,17 @@ def _predict(argv: list[str]) -> int:
     import numpy as np
 
     from .completion import ForgettingPredictor
-    from .files import atomic_write_text
+    from .format.forgetting_csv import read_forgetting_csv, write_forgetting_csv
 
     args = _parse(PredictArguments, argv, "predict", positional="predictor")
-    known_ids, values = _read_csv_column(args.known, "example_id", "value")
+    known_ids, values = read_forgetting_csv(args.known)
     predictor = ForgettingPredictor.from_pretrained(args.predictor)
     predicted = predictor.predict(known_ids, values)
-    lines = ["example_id,predicted"] + [f"{i},{v:.6g}" for i, v in zip(predictor.example_ids, predicted)]
-    atomic_write_text(args.output, "\n".join(lines))
+    write_forgetting_csv(args.output, predictor.example_ids, predicted)
     top = np.argsort(-predicted)[:5]
     print("Most forgotten (predicted): " + ", ".join(f"{predictor.example_ids[j]} ({predicted[j]:+.3f})" for j in top))
     print(f"Wrote {len(predicted)} predictions to {args.output}")
     return 0
-
-
-def _read_csv_column(path: str, key: str, value: str) -> tuple[list[str], list[float]]:
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {key, value} <= set(rows[0]):
-        raise ValueError(f"{path}: expected a header with columns {key},{value}")
-    try:
-        return [row[key] for row in rows], [float(row[value]) for row in rows]
-    except ValueError as error:
-        raise ValueError(f"{path}: non-numeric {value} ({error})") from None
 
 
 def _train(argv: list[str]) -> int:
@@ -259,6 +259,7 @@ def _train(argv: list[str]) -> int:
     from trl import ModelConfig, TrlParser
 
     from .completion import ForgettingPredictor
+    from .format.forgetting_csv import read_forgetting_csv
     from .modeling import load_model_and_tokenizer, peft_config
     from .monitor import ForgettingMonitorCallback
     from .replay import ReplayConfig, ReplayTrainer
@@ -269,7 +270,7 @@ def _train(argv: list[str]) -> int:
     upstream = args.load_upstream()
     scores = predictor = known = None
     if args.replay_scores_file:
-        ids, values = _read_csv_column(args.replay_scores_file, "example_id", "score")
+        ids, values = read_forgetting_csv(args.replay_scores_file)
         lookup = dict(zip(ids, values))
         missing = [i for i in upstream["example_id"] if i not in lookup]
         if missing:
@@ -278,7 +279,7 @@ def _train(argv: list[str]) -> int:
     if args.predictor_dir:
         predictor = ForgettingPredictor.from_pretrained(args.predictor_dir)
     if args.known:
-        known = _read_csv_column(args.known, "example_id", "value")
+        known = read_forgetting_csv(args.known)
     model, tokenizer = load_model_and_tokenizer(model_args)
     prepared = prepare_training_rows(args.load_task(args.task), tokenizer, replay_args.max_length)
     prepared.check(args.task, replay_args.max_length, args.min_train_fraction, args.allow_hollow_rows)
@@ -379,6 +380,12 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
+def _check_at_least(args, **minimums) -> None:
+    for name, minimum in minimums.items():
+        if getattr(args, name) < minimum:
+            raise ValueError(f"{name} must be >= {minimum}; got {getattr(args, name)}")
+
+
 def _usage() -> str:
     lines = ["usage: hf-forgetting <stage> --config <recipe.yaml> [--flag value ...]", "", "stages:"]
     lines += [f"  {name:<18} {help_}" for name, help_ in STAGES.items()]
@@ -414,7 +421,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
     from .errors import HfForgettingError
 
-    return (HfForgettingError, HfHubHTTPError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, yaml.YAMLError)
+    # OSError: files and network (a missing folder, an output path that is a file, a full disk, an
+    # unreachable Hub), the environment rather than the code
+    return (HfForgettingError, HfHubHTTPError, OSError, ValueError, yaml.YAMLError)
 
 
 def _one_line(error: Exception) -> str:

@@ -91,6 +91,9 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(embedded_model_dir())
     if name_or_path == EMBEDDED_ENCODER:
         return str(embedded_encoder_dir())
+    path = Path(name_or_path)
+    if not path.exists() and (path.is_absolute() or name_or_path.startswith(".") or len(path.parts) > 2):
+        raise FileNotFoundError(f"{name_or_path}: no such model folder (and not a Hub model id 'user/name')")
     return name_or_path
 
 

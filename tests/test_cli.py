@@ -1,5 +1,6 @@
 """The hf-forgetting command line: stages, help, clear errors (recipes: test_recipes.py)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -70,14 +71,35 @@ def test_evaluate_prints_a_table(saved_matrix, tmp_path, capsys):
 
 def test_fit_then_predict_from_csv(saved_matrix, tmp_path, capsys):
     assert cli.main(["fit", str(saved_matrix), "--predictor", "mf", "--rank", "2", "--output_dir", str(tmp_path / "p")]) == 0
-    (tmp_path / "known.csv").write_text("example_id,value\nex0,0.2\nex1,-0.1\nex5,0.05\n")
+    (tmp_path / "known.csv").write_text("example_id,forgetting\nex0,0.2\nex1,-0.1\nex5,0.05\n")
     out_csv = tmp_path / "pred.csv"
     assert cli.main(["predict", str(tmp_path / "p"), "--known", str(tmp_path / "known.csv"), "--output", str(out_csv)]) == 0
     lines = out_csv.read_text().splitlines()
-    assert lines[0] == "example_id,predicted" and len(lines) == 81
-    (tmp_path / "bad.csv").write_text("example_id,value\nex0,lots\n")
+    assert lines[0] == "example_id,forgetting" and len(lines) == 81
+    # what predict writes is what predict (and train, and the Space) read: the steps chain
+    again = tmp_path / "again.csv"
+    assert cli.main(["predict", str(tmp_path / "p"), "--known", str(out_csv), "--output", str(again)]) == 0
+    (tmp_path / "bad.csv").write_text("example_id,forgetting\nex0,lots\n")
     assert cli.main(["predict", str(tmp_path / "p"), "--known", str(tmp_path / "bad.csv")]) == 1
-    assert "non-numeric" in capsys.readouterr().err
+    assert "bad.csv, line 2: forgetting 'lots' is not a number" in capsys.readouterr().err
+
+
+def test_forgetting_csv_reads_what_it_writes_and_the_older_column_names():
+    import numpy as np
+
+    from hf_forgetting.format.forgetting_csv import ForgettingCsvError, forgetting_csv_text, parse_forgetting_csv
+
+    ids, values = ["doc/1", "a,b", 'q"uote'], [0.125, -1e-7, 3.5]
+    parsed = parse_forgetting_csv(forgetting_csv_text(ids, values))
+    assert parsed[0] == ids and np.allclose(parsed[1], values)
+    for old in ("value", "predicted", "score"):
+        with pytest.warns(UserWarning, match=f"column '{old}' read as 'forgetting'"):
+            assert parse_forgetting_csv(f"example_id,{old}\ne1,0.5\n\n")[1].tolist() == [0.5]
+    for text, message in [("id,forgetting\ne1,0.1\n", "expected the columns example_id,forgetting"),
+                          ("example_id,forgetting\ne1\n", "line 2: no forgetting value"),
+                          ("example_id,forgetting\ne1,inf\n", "line 2: forgetting 'inf' is not a finite number")]:
+        with pytest.raises(ForgettingCsvError, match=message):
+            parse_forgetting_csv(text, "x.csv")
 
 
 def test_bad_matrix_path_is_a_message(tmp_path, capsys):
@@ -93,7 +115,7 @@ def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
         json.dumps({"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"}) + "\n" for w in words * 2))
     (tmp_path / "upstream.jsonl").write_text("".join(
         json.dumps({"example_id": f"doc/{i}", "text": f"A note about {w} objects."}) + "\n" for i, w in enumerate(words)))
-    (tmp_path / "scores.csv").write_text("example_id,score\n" + "".join(f"doc/{i},{i / 10}\n" for i in range(8)))
+    (tmp_path / "scores.csv").write_text("example_id,forgetting\n" + "".join(f"doc/{i},{i / 10}\n" for i in range(8)))
     argv = [
         "train", "--task", str(tmp_path / "task.jsonl"), "--upstream_dataset", str(tmp_path / "upstream.jsonl"),
         "--num_upstream_examples", "8", "--max_train_examples", "16", "--replay_scores_file", str(tmp_path / "scores.csv"),
@@ -108,7 +130,7 @@ def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "forgetting_monitor.png").exists()
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "forgetting/probe_mean" in e] == [1, 2]
-    (tmp_path / "scores.csv").write_text("example_id,score\ndoc/0,0.1\n")
+    (tmp_path / "scores.csv").write_text("example_id,forgetting\ndoc/0,0.1\n")
     assert cli.main(argv) == 1
     assert "no score for 7 upstream examples" in capsys.readouterr().err
 
@@ -174,3 +196,56 @@ def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("output_dir: out\nbf16: false\nuse_cpu: false\n")
     assert _without_accelerator(["--config", str(recipe)]) == ["--config", str(recipe)]  # in the recipe too
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["collect", "--output_dir", "out", "--max_steps", "-5"], "max_steps=-5 is out of range"),
+        (["collect", "--output_dir", "out", "--learning_rate", "nan"], "learning_rate=nan is out of range"),
+        (["collect", "--output_dir", "out", "--adam_beta1", "1.5"], "adam_beta1=1.5 is out of range"),
+        (["train", "--task", "t", "--output_dir", "out", "--replay_temperature", "nan"], "replay_temperature must be a finite"),
+        (["train", "--task", "t", "--output_dir", "out", "--max_grad_norm", "inf"], "max_grad_norm=inf is out of range"),
+        (["evaluate", "m", "--num_seeds", "0"], "num_seeds must be >= 1; got 0"),
+        (["evaluate", "m", "--test_fraction", "2"], r"test_fraction must be in \(0, 1\); got 2.0"),
+        (["evaluate", "m", "--test_fraction", "nan"], r"test_fraction must be in \(0, 1\); got nan"),
+        (["fit", "m", "--rank", "0"], "rank must be >= 1; got 0"),
+        (["analyze", "m", "--max_rank", "0"], "max_rank must be >= 1; got 0"),
+    ],
+)
+def test_numeric_settings_out_of_range_are_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
+    """Values transformers would reinterpret (max_steps=-5 trains 3 epochs) or that cannot work are refused
+    before anything loads, in one line that names the setting."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+
+
+def test_bad_files_and_paths_are_one_line_errors_that_name_them(tmp_path, capsys, monkeypatch):
+    """Malformed inputs found by the hardening probes: each a message naming the file or path."""
+    import numpy as np
+
+    from hf_forgetting import ForgettingMatrix, MFPredictor
+
+    monkeypatch.chdir(tmp_path)
+    matrix = ForgettingMatrix(np.random.default_rng(0).normal(size=(4, 12)), [f"t{i}" for i in range(4)],
+                              [f"e{j}" for j in range(12)])  # synthetic numbers: only the files' handling is tested
+    MFPredictor(rank=2, iterations=3).fit(matrix).save_pretrained(tmp_path / "predictor")
+    (tmp_path / "no_value.csv").write_text("example_id,forgetting\ne1,0.1\ne2\n")
+    (tmp_path / "not_utf8.csv").write_bytes(b"example_id,forgetting\ne\xff1,0.1\n")
+    (tmp_path / "good.csv").write_text("example_id,forgetting\ne1,0.1\ne2,0.2\n")
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "wrong_shape").mkdir()
+    (tmp_path / "wrong_shape" / "predictor.json").write_text('["not", "an", "object"]')
+    cases = [
+        (["predict", "predictor", "--known", "no_value.csv"], "no_value.csv, line 3: no forgetting value"),
+        (["predict", "predictor", "--known", "not_utf8.csv"], "not_utf8.csv: not UTF-8 text"),
+        (["predict", "wrong_shape", "--known", "good.csv"], "wrong_shape/predictor.json"),
+        (["collect", "--output_dir", "out", "--model_name_or_path", "/no/such/model"], "/no/such/model: no such model folder"),
+        (["analyze", "a_file"], "a_file"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
