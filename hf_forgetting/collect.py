@@ -41,7 +41,8 @@ from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .monitor import ForgettingMonitorCallback
 from .plots import plot_heatmap
-from .scoring import exact_match_scores, score_examples
+from .run_settings import check_training_settings, result_settings
+from .scoring import SCORE_DTYPES, cast_for_scoring, exact_match_scores, score_examples
 from .training_data import PREPARATION, TrainingRows, prepare_training_rows
 from .training_guard import ParameterUpdateGuard
 
@@ -66,6 +67,9 @@ class CollectArguments(UpstreamArguments, TaskArguments, MonitorArguments):
             Upstream examples are scored on at most this many tokens.
         score_batch_size (`int`, *optional*, defaults to `16`):
             Examples per forward pass when scoring.
+        score_dtype (`str`, *optional*, defaults to `"float32"`):
+            Precision the base and tuned models are scored in: `"float32"` or `"bfloat16"` (bf16 weights;
+            see benchmarks/bench_precision.py for its error on forgetting against the seed noise).
         em_max_new_tokens (`int`, *optional*, defaults to `32`):
             Generation length for the `"em_drop"` metric.
         task_indices (`str`, *optional*):
@@ -88,6 +92,9 @@ class CollectArguments(UpstreamArguments, TaskArguments, MonitorArguments):
     )
     score_max_length: int | None = field(default=128, metadata={"help": "Upstream examples are scored on at most this many tokens."})
     score_batch_size: int = field(default=16, metadata={"help": "Examples per forward pass when scoring."})
+    score_dtype: str = field(
+        default="float32", metadata={"help": "Precision of scoring: float32 or bfloat16 (bf16 weights).", "choices": list(SCORE_DTYPES)}
+    )
     em_max_new_tokens: int = field(default=32, metadata={"help": "Generation length for the 'em_drop' metric."})
     # Scale-out: which of `tasks` this job collects, and where its rows go. Not part of the settings
     # fingerprint, so that jobs with different subsets share one output_dir.
@@ -115,6 +122,8 @@ class CollectArguments(UpstreamArguments, TaskArguments, MonitorArguments):
             raise ValueError(f"score_max_length must be positive or None; got {self.score_max_length}")
         if self.score_batch_size < 1:
             raise ValueError(f"score_batch_size must be positive; got {self.score_batch_size}")
+        if self.score_dtype not in SCORE_DTYPES:
+            raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}; got {self.score_dtype!r}")
         if self.task_indices is not None and self.array_index is not None:
             raise ValueError("Give task_indices or array_index, not both")
         if (self.array_index is None) != (self.array_size is None):
@@ -153,16 +162,8 @@ def parse_index_ranges(text: str, count: int) -> list[int]:
     return sorted(indices)
 
 
-# Training settings that change what a row means; a resumed run must match them exactly.
-FINGERPRINT_TRAINING_FIELDS = (
-    "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "max_length", "seed", "bf16", "fp16",
-    "completion_only_loss", "packing", "optim",
-)
-FINGERPRINT_MODEL_FIELDS = (
-    "model_name_or_path", "model_revision", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "use_rslora", "use_dora",
-)
+# Model settings that change nothing a row holds (where and how the weights are read).
+IGNORED_MODEL_SETTINGS = frozenset({"trust_remote_code"})
 
 
 def run_settings(args: CollectArguments, training_args, model_args) -> dict:
@@ -170,8 +171,10 @@ def run_settings(args: CollectArguments, training_args, model_args) -> dict:
     collect = {key: value for key, value in dataclasses.asdict(args).items() if key not in SCALE_OUT_FIELDS}
     return {
         "collect": collect,
-        "training": {name: _jsonable(getattr(training_args, name, None)) for name in FINGERPRINT_TRAINING_FIELDS},
-        "model": {name: _jsonable(getattr(model_args, name, None)) for name in FINGERPRINT_MODEL_FIELDS},
+        # every setting but the few that change no row (output places, logging, saving, progress): a
+        # resumed collection must match them all
+        "training": result_settings(training_args),
+        "model": {key: _jsonable(value) for key, value in vars(model_args).items() if key not in IGNORED_MODEL_SETTINGS},
         "world_size": PartialState().num_processes,
         "preparation": PREPARATION,
     }
@@ -190,16 +193,29 @@ def _check_process_group(state: PartialState) -> None:
         )
 
 
+# Settings that may differ between a collection and its resumption: they place the same training on
+# other hardware (the batch layout is compared as the effective batch instead).
+LAYOUT_SETTINGS = frozenset({
+    "per_device_train_batch_size", "gradient_accumulation_steps", "per_device_eval_batch_size", "use_cpu", "local_rank",
+    "ddp_backend", "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "fsdp", "fsdp_config",
+    "deepspeed", "accelerator_config", "parallelism_config", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+    "activation_checkpointing",
+})
+
+
 def settings_fingerprint(settings: dict) -> dict:
     """What must match for two runs' rows to be comparable: the settings, with the batch layout
     reduced to the effective batch (2 processes x 4 rows trains like 1 process x 8 rows)."""
     fingerprint = json.loads(json.dumps(settings))
     training = fingerprint.get("training", {})
-    per_device = training.pop("per_device_train_batch_size", None) or 1
-    accumulation = training.pop("gradient_accumulation_steps", None) or 1
+    per_device = training.get("per_device_train_batch_size") or 1
+    accumulation = training.get("gradient_accumulation_steps") or 1
     training["effective_batch_size"] = per_device * accumulation * (fingerprint.pop("world_size", None) or 1)
-    for key in ("task_prompt_field", "task_completion_field"):
-        fingerprint.get("collect", {}).setdefault(key, None)  # settings written before these fields existed
+    for key in LAYOUT_SETTINGS:
+        training.pop(key, None)
+    for key, default in (("task_prompt_field", None), ("task_completion_field", None), ("score_dtype", "float32")):
+        fingerprint.get("collect", {}).setdefault(key, default)  # settings written before these fields existed
     return fingerprint
 
 
@@ -211,6 +227,7 @@ class Collector:
     """Fine-tunes and scores, one task at a time, into ``output_dir`` (see the module docstring)."""
 
     def __init__(self, args: CollectArguments, training_args, model_args):
+        check_training_settings(training_args)
         self.args, self.training_args, self.model_args = args, training_args, model_args
         self.output_dir = Path(training_args.output_dir)
         self.rows_dir = self.output_dir / "rows"
@@ -219,8 +236,8 @@ class Collector:
         if model_args.model_name_or_path is None:
             model_args.model_name_or_path = EMBEDDED_MODEL
         with self.state.main_process_first():  # downloads and conversions happen once, on the main process
-            self.upstream = args.load_upstream()
             resolve_model_path(model_args.model_name_or_path)
+            self.upstream = args.load_upstream()
         self.example_ids = list(self.upstream["example_id"])
         self.settings = run_settings(args, training_args, model_args)
         self.settings["example_ids_sha256"] = example_ids_sha256(self.example_ids)
@@ -273,12 +290,16 @@ class Collector:
                 previous = json.loads(path.read_text())
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: not valid JSON ({error}); delete it to start over") from None
-            changed = _differences(settings_fingerprint(previous), settings_fingerprint(self.settings))
+            previous, current = settings_fingerprint(previous), settings_fingerprint(self.settings)
+            changed = _differences(previous, current)
             if changed:
                 raise ValueError(
                     f"{self.output_dir} holds rows collected with other settings ({'; '.join(changed[:5])}). "
                     "Use a new output_dir, or delete the old one to start over."
                 )
+            unrecorded = _unrecorded(previous, current)
+            if unrecorded and self.state.is_main_process:
+                warnings.warn(f"{path} does not record {', '.join(unrecorded)}: resuming without checking them", stacklevel=2)
         elif self.state.is_main_process:
             self.rows_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(self.settings, indent=2, sort_keys=True))
@@ -287,6 +308,8 @@ class Collector:
     # -- scoring --------------------------------------------------------------------------------
 
     def _score(self, model, tokenizer) -> np.ndarray:
+        """Scores of the upstream examples; `model` is cast to `score_dtype` in place (it is done training)."""
+        model = cast_for_scoring(model, self.args.score_dtype)
         if self.args.metric == "em_drop":
             return exact_match_scores(
                 model, tokenizer, self.upstream, self.args.score_batch_size, self.args.em_max_new_tokens
@@ -481,11 +504,38 @@ def collect_forgetting_matrix(args: CollectArguments, training_args, model_args)
 
 
 def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    """The settings recorded in both that differ, as `name: old -> new`."""
     changed = []
-    for key in sorted(set(previous) | set(current)):
-        old, new = previous.get(key), current.get(key)
+    for key in sorted(set(previous) & set(current)):
+        old, new = previous[key], current[key]
         if isinstance(old, dict) and isinstance(new, dict):
             changed += _differences(old, new, f"{prefix}{key}.")
         elif old != new:
             changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
     return changed
+
+
+def _unrecorded(previous: dict, current: dict) -> list[str]:
+    """Settings set now to other than their defaults that `previous` does not record
+    (it was written by an older transformers / TRL, or by a version of this library that recorded fewer)."""
+    missing = []
+    for section, config in (("collect", "CollectArguments"), ("training", "SFTConfig"), ("model", "ModelConfig")):
+        absent = set(current.get(section, {})) - set(previous.get(section, {}))
+        if absent:
+            defaults = _defaults(config)
+            missing += [f"{section}.{key}" for key in sorted(absent) if current[section][key] != defaults.get(key)]
+    return missing
+
+
+def _defaults(config: str) -> dict:
+    """The declared defaults of `CollectArguments`, `trl.SFTConfig` or `trl.ModelConfig`, as JSON values."""
+    import trl
+
+    cls = {"CollectArguments": CollectArguments, "SFTConfig": trl.SFTConfig, "ModelConfig": trl.ModelConfig}[config]
+    defaults = {}
+    for spec in dataclasses.fields(cls):
+        if spec.default is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default_factory()
+    return json.loads(json.dumps(defaults, default=str))

@@ -4,6 +4,8 @@ The task datasets here are synthetic string-manipulation tasks (labelled as such
 examples are docstrings of Python's standard library.
 """
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +80,33 @@ def test_changed_settings_are_refused(data_files, tiny_checkpoint, tmp_path):
     training.learning_rate = 1e-2
     with pytest.raises(ValueError, match=r"other settings \(training.learning_rate: 0.005 -> 0.01"):
         collect_forgetting_matrix(args, training, model_args)
+    training.learning_rate, args.score_dtype = 5e-3, "bfloat16"
+    with pytest.raises(ValueError, match=r"other settings \(collect.score_dtype: 'float32' -> 'bfloat16'"):
+        collect_forgetting_matrix(args, training, model_args)
+    args.score_dtype = "float32"
+    for name, value in (("max_grad_norm", 0.5), ("adam_beta1", 0.8), ("label_smoothing_factor", 0.1)):  # not on any list
+        changed = dataclasses.replace(training, **{name: value})
+        with pytest.raises(ValueError, match=rf"other settings \(training.{name}: "):
+            collect_forgetting_matrix(args, changed, model_args)
+    # where and how it runs may change: output places, logging, the batch layout at the same effective batch
+    relaid = dataclasses.replace(training, logging_steps=7, per_device_train_batch_size=training.per_device_train_batch_size // 2,
+                                 gradient_accumulation_steps=2 * training.gradient_accumulation_steps)
+    collect_forgetting_matrix(args, relaid, model_args)
+
+
+def test_a_collection_started_by_a_version_that_recorded_fewer_settings_resumes_with_a_warning(
+    data_files, tiny_checkpoint, tmp_path
+):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path)
+    args.tasks = args.tasks[:1]
+    first = collect_forgetting_matrix(args, training, model_args)
+    run = json.loads((tmp_path / "run.json").read_text())
+    kept = ("learning_rate", "max_steps", "seed", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16")
+    run["training"] = {key: run["training"][key] for key in kept}  # the allowlist older versions recorded
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.warns(UserWarning, match=r"does not record .*training.max_length.*: resuming without checking them"):
+        again = collect_forgetting_matrix(args, training, model_args)
+    np.testing.assert_array_equal(again.values, first.values)
 
 
 def test_unreadable_row_is_collected_again(data_files, tiny_checkpoint, tmp_path, capsys):
@@ -97,6 +126,7 @@ def test_unreadable_row_is_collected_again(data_files, tiny_checkpoint, tmp_path
         ({"tasks": []}, "at least one"),
         ({"tasks": ["a", "a"]}, "unique"),
         ({"num_upstream_examples": 0}, "positive"),
+        ({"score_dtype": "float16"}, "score_dtype"),
     ],
 )
 def test_bad_collect_arguments(overrides, message):

@@ -171,12 +171,24 @@ def test_bad_known_entries_are_clear_errors(make, small_matrix):
         predictor.predict(["e0", "e1"], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="finite"):
         predictor.predict(["e0", "e1"], [0.1, np.nan])
+    with pytest.raises(ValueError, match=r"forgetting measurements, \|value\| <= 1e\+06; got 1e\+308"):
+        predictor.predict(["e0", "e1"], [0.1, 1e308])  # finite, but every prediction would overflow
     with pytest.raises(ValueError, match="only 40 examples"):
         predictor.predict([f"e{j}" for j in range(41)], np.zeros(41))
     with pytest.raises(ValueError, match="duplicates"):
         predictor.predict(["e0", "e0"], [0.1, 0.2])
     with pytest.raises(ValueError, match="At least one"):
         predictor.predict([], [])
+
+
+@pytest.mark.parametrize("make", [lambda: MFPredictor(rank=999, iterations=2), lambda: LogisticMFPredictor(rank=999, steps=2)])
+def test_a_rank_beyond_the_matrix_is_reduced_to_what_it_holds(make, small_matrix, tmp_path):
+    """Rank 999 on an 8 x 40 matrix would be unidentified and cost minutes and gigabytes."""
+    with pytest.warns(UserWarning, match="rank 999 reduced to 8: a 8 x 40 matrix holds no more"):
+        predictor = make().fit(small_matrix)
+    assert predictor.rank == 8 and predictor.get_config()["rank"] == 8
+    predictor.save_pretrained(tmp_path)
+    assert type(predictor).from_pretrained(tmp_path).rank == 8
 
 
 def test_malformed_saved_predictors_are_refused(small_matrix, tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,9 @@ from ..errors import ForgettingMatrixError, PredictorFormatError, UnknownExample
 from ..files import atomic_write, atomic_write_text
 from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, finite_number, read_arrays, write_arrays
 from ..matrix import ForgettingMatrix
+
+# Forgetting is a difference of mean token NLLs (nats) or of exact match: no measurement comes near this.
+MAX_KNOWN_MAGNITUDE = 1e6
 
 # name -> class; every concrete subclass registers itself under its ``name``.
 PREDICTORS: dict[str, type[ForgettingPredictor]] = {}
@@ -149,6 +153,9 @@ class ForgettingPredictor:
             raise ValueError("Known example ids contain duplicates")
         if not np.isfinite(values).all():
             raise ValueError("Known values must be finite numbers (no NaN or infinity)")
+        if np.abs(values).max() > MAX_KNOWN_MAGNITUDE:  # e.g. 1e308: every prediction would overflow to inf
+            raise ValueError(f"Known values must be forgetting measurements, |value| <= {MAX_KNOWN_MAGNITUDE:g}; "
+                             f"got {values[np.argmax(np.abs(values))]:g}")
         return columns, values
 
     def get_config(self) -> dict[str, Any]:
@@ -246,6 +253,15 @@ class ForgettingPredictor:
 
     def _fit(self, values: np.ndarray, matrix: ForgettingMatrix) -> None:
         raise NotImplementedError
+
+    def _fitted_rank(self, values: np.ndarray) -> int:
+        """`self.rank`, reduced to what the matrix can hold: a larger rank is unidentified and only costs
+        time and memory (rank 999 on a 12 x 200 matrix ran for more than 10 minutes at 2 GB)."""
+        if self.rank > min(values.shape):
+            warnings.warn(f"rank {self.rank} reduced to {min(values.shape)}: a {values.shape[0]} x {values.shape[1]} "
+                          "matrix holds no more", stacklevel=3)
+            self.rank = min(values.shape)
+        return self.rank
 
     def _fold_in(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
         raise NotImplementedError

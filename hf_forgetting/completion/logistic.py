@@ -44,6 +44,7 @@ class LogisticMFPredictor(BiasedFactorsPredictor):
         self.learning_rate, self.seed = float(learning_rate), int(seed)
 
     def _fit(self, values, matrix):
+        self._fitted_rank(values)
         observed = ~np.isnan(values)
         target = (np.nan_to_num(values) > 0).astype(np.float64)
         weight = observed / observed.sum()

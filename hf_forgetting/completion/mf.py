@@ -49,6 +49,7 @@ class MFPredictor(BiasedFactorsPredictor):
         self.rank, self.reg, self.iterations, self.seed = int(rank), float(reg), int(iterations), int(seed)
 
     def _fit(self, values, matrix):
+        self._fitted_rank(values)
         observed = (~np.isnan(values)).astype(np.float64)
         self.mu, _, _ = additive_fit(values)
         centred = values - self.mu

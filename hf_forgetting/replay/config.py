@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from ..run_settings import check_training_settings
+
 REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online", "masked")
 REPLAY_SELECTIONS = ("sample", "max")
 REPLAY_WEIGHTINGS = ("token", "sequence")
@@ -99,6 +101,7 @@ class ReplayConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_training_settings(self)
         if self.replay_strategy not in REPLAY_STRATEGIES:
             raise ValueError(f"replay_strategy must be one of {REPLAY_STRATEGIES}; got {self.replay_strategy!r}")
         if self.replay_selection not in REPLAY_SELECTIONS:
