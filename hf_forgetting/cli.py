@@ -118,22 +118,22 @@ class PullArguments:
 
 
 def _adapt(argv: list[str]) -> int:
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, SFTConfig
 
     from .adapt import AdaptArguments, adapt_base_model
 
-    parser = TrlParser((AdaptArguments, SFTConfig, ModelConfig), prog="hf-forgetting adapt")
+    parser = _stage_parser((AdaptArguments, SFTConfig, ModelConfig), "adapt")
     args, training_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     adapt_base_model(args, training_args, model_args)
     return 0
 
 
 def _collect(argv: list[str]) -> int:
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, SFTConfig
 
     from .collect import CollectArguments, collect_forgetting_matrix
 
-    parser = TrlParser((CollectArguments, SFTConfig, ModelConfig), prog="hf-forgetting collect")
+    parser = _stage_parser((CollectArguments, SFTConfig, ModelConfig), "collect")
     args, training_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     collect_forgetting_matrix(args, training_args, model_args)
     return 0
@@ -168,9 +168,21 @@ def _recipe_settings(argv: list[str]) -> dict:
     return {}
 
 
+def _stage_parser(dataclass_types: tuple, stage: str):
+    """TRL's parser for a stage (`--config recipe.yaml`, flags override it); a bad value is one line
+    naming the flag, not the whole usage block (hundreds of lines for the training stages)."""
+    from trl import TrlParser
+
+    class StageParser(TrlParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+    return StageParser(dataclass_types, prog=f"hf-forgetting {stage}",
+                       epilog="--config RECIPE.yaml reads the options from a recipe; flags given as well override it.")
+
+
 def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[str, ...] = ()):
     """TrlParser semantics (--config YAML, flags override), plus optional leading positional arguments."""
-    from trl import TrlParser
 
     names = (positional,) if isinstance(positional, str) else positional
     leading = []
@@ -179,7 +191,7 @@ def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[
             leading += [f"--{name}", argv[0]]
             argv = argv[1:]
     argv = [*leading, *argv]
-    (args,) = TrlParser((dataclass_type,), prog=f"hf-forgetting {stage}").parse_args_and_config(argv)
+    (args,) = _stage_parser((dataclass_type,), stage).parse_args_and_config(argv)
     return args
 
 
@@ -256,7 +268,7 @@ def _predict(argv: list[str]) -> int:
 def _train(argv: list[str]) -> int:
     from pathlib import Path
 
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
     from .completion import ForgettingPredictor
     from .format.forgetting_csv import read_forgetting_csv
@@ -265,7 +277,7 @@ def _train(argv: list[str]) -> int:
     from .replay import ReplayConfig, ReplayTrainer
     from .training_data import prepare_training_rows
 
-    parser = TrlParser((TrainArguments, ReplayConfig, ModelConfig), prog="hf-forgetting train")
+    parser = _stage_parser((TrainArguments, ReplayConfig, ModelConfig), "train")
     args, replay_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     upstream = args.load_upstream()
     scores = predictor = known = None
@@ -305,12 +317,12 @@ def _train(argv: list[str]) -> int:
 
 
 def _replay_experiment(argv: list[str]) -> int:
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
     from .replay import ReplayConfig
     from .replay.experiment import ReplayExperimentArguments, run_replay_experiment
 
-    parser = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig), prog="hf-forgetting replay-experiment")
+    parser = _stage_parser((ReplayExperimentArguments, ReplayConfig, ModelConfig), "replay-experiment")
     args, replay_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
     run_replay_experiment(args, replay_args, model_args)
     return 0

@@ -288,8 +288,11 @@ class Collector:
         if path.exists():
             try:
                 previous = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ValueError(f"{path}: not valid JSON ({error}); delete it to start over") from None
+            if not isinstance(previous, dict) or not all(isinstance(previous.get(k), dict) for k in ("collect", "training")):
+                raise ValueError(f"{path}: not the settings file of a collection (a JSON object with collect and "
+                                 "training settings); delete it to start over")
             previous, current = settings_fingerprint(previous), settings_fingerprint(self.settings)
             changed = _differences(previous, current)
             if changed:

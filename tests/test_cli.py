@@ -249,3 +249,12 @@ def test_bad_files_and_paths_are_one_line_errors_that_name_them(tmp_path, capsys
         assert cli.main(argv) == 1, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_a_value_of_the_wrong_type_in_a_recipe_is_one_line(tmp_path, capsys):
+    (tmp_path / "recipe.yaml").write_text("output_dir: out\nmax_steps: lots\n")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["collect", "--config", str(tmp_path / "recipe.yaml")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("hf-forgetting collect: argument --max_steps/--max-steps: invalid int value: 'lots'")

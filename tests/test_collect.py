@@ -94,6 +94,15 @@ def test_changed_settings_are_refused(data_files, tiny_checkpoint, tmp_path):
     collect_forgetting_matrix(args, relaid, model_args)
 
 
+def test_a_damaged_settings_file_is_a_clear_error(data_files, tiny_checkpoint, tmp_path):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    for text in ("[]", "{not json", '{"collect": 1}'):
+        (tmp_path / "run.json").write_text(text)
+        with pytest.raises(ValueError, match="run.json: not (valid JSON|the settings file of a collection)"):
+            collect_forgetting_matrix(args, training, model_args)
+
+
 def test_a_collection_started_by_a_version_that_recorded_fewer_settings_resumes_with_a_warning(
     data_files, tiny_checkpoint, tmp_path
 ):

@@ -51,6 +51,13 @@ def test_experiment_arms_share_the_schedule_and_reruns_reuse_only_identical_sett
 
     again = run_replay_experiment(experiment, replay_args, model_args)  # every finished run is reused
     assert [r["heldout_forgetting"] for r in again["runs"]] == [r["heldout_forgetting"] for r in runs]
+    broken = sorted((tmp_path / "replay" / "runs").glob("*-none-seed0-*.json"))[0]
+    broken.write_text('["not", "a", "run"]')  # a damaged run file is made again, not read as a result
+    base = sorted((tmp_path / "replay").glob("heldout_base_scores-*.json"))[0]
+    base.write_text('{"scores": [1, 2]}')
+    with pytest.warns(UserWarning, match="not a usable run file; running it again"):
+        repaired = run_replay_experiment(experiment, replay_args, model_args)
+    assert [r["heldout_forgetting"] for r in repaired["runs"]] == [r["heldout_forgetting"] for r in runs]
     changed = run_replay_experiment(
         dataclasses.replace(experiment, methods=["predicted"], seeds=[0]),
         dataclasses.replace(replay_args, replay_temperature=0.5), model_args,

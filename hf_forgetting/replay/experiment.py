@@ -27,6 +27,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +147,9 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     for seed, task, method in tqdm(jobs, desc="replay runs", disable=not state.is_main_process):
         key = settings_key(*common, seed, task, method)
         path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}-seed{seed}-{key}.json"
-        if path.exists():
-            runs.append(json.loads(path.read_text()))
+        finished = _read_run(path, len(heldout_rows(len(upstream), replay_args.replay_heldout_size, seed)))
+        if finished is not None:
+            runs.append(finished)
             continue
         runs.append(_run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state))
         if state.is_main_process:
@@ -160,11 +162,38 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     return {"runs": runs, "summary": summary}
 
 
+RUN_FIELDS = {"task": str, "method": str, "seed": int, "heldout_forgetting": list, "mean_heldout_forgetting": float,
+              "task_eval_nll": float}
+
+
+def _read_run(path: Path, heldout_size: int) -> dict | None:
+    """A finished run's file, or None when it is missing or unusable (then the run is made again)."""
+    if not path.exists():
+        return None
+    try:
+        run = json.loads(path.read_text())
+        usable = isinstance(run, dict) and all(isinstance(run.get(k), t) for k, t in RUN_FIELDS.items())
+        usable = usable and len(run["heldout_forgetting"]) == heldout_size and np.isfinite(run["heldout_forgetting"]).all()
+    except (ValueError, TypeError):  # not JSON, not UTF-8, or not numbers
+        usable = False
+    if not usable:
+        warnings.warn(f"{path}: not a usable run file; running it again", stacklevel=2)
+        return None
+    return run
+
+
 def _base_scores(heldout_set, model_args, score_length, score_dtype, key: str, output_dir: Path, state) -> np.ndarray:
     """Base-model NLL of the held-out examples of one seed, cached under the key of what it depends on."""
     path = output_dir / f"heldout_base_scores-{key}.json"
     if path.exists():
-        return np.array(json.loads(path.read_text())["scores"])
+        try:
+            cached = json.loads(path.read_text())
+            scores = np.array(cached["scores"], dtype=np.float64)
+            if cached["example_ids"] == list(heldout_set["example_id"]) and np.isfinite(scores).all():
+                return scores
+        except (ValueError, TypeError, KeyError):
+            pass
+        warnings.warn(f"{path}: not usable base scores of these held-out examples; scoring them again", stacklevel=2)
     model, tokenizer = load_model_and_tokenizer(model_args)
     base = score_examples(cast_for_scoring(model, score_dtype), tokenizer, heldout_set, max_length=score_length, show_progress=False)
     if state.is_main_process:
