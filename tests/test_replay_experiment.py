@@ -70,6 +70,29 @@ def test_experiment_arms_share_the_schedule_and_reruns_reuse_only_identical_sett
     assert len(list((tmp_path / "replay" / "runs").glob("*.json"))) == 2 * 8 + 2
 
 
+def test_jobs_of_an_array_make_disjoint_shares_and_a_plain_run_summarizes_them(data_files, tiny_checkpoint, tmp_path):
+    args, training, model_args = configs(data_files, tiny_checkpoint, tmp_path / "collect", num_upstream_examples=10)
+    collect_forgetting_matrix(args, training, model_args)
+    experiment = ReplayExperimentArguments(matrix=str(tmp_path / "collect" / "matrix"), num_test_tasks=1, seeds=[0, 1],
+                                           task_eval_examples=2, methods=["none", "random", "ground_truth"])
+    replay_args = ReplayConfig(
+        output_dir=str(tmp_path / "replay"), max_steps=2, per_device_train_batch_size=4, learning_rate=5e-3, bf16=False,
+        gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, max_length=64,
+        replay_ratio=0.5, replay_heldout_size=4,
+    )
+    shares = [run_replay_experiment(dataclasses.replace(experiment, array_index=i, array_size=2), replay_args, model_args)
+              for i in range(2)]
+    assert [len(share["runs"]) for share in shares] == [3, 3] and all(share["summary"] is None for share in shares)
+    made = {(r["seed"], r["method"]) for share in shares for r in share["runs"]}
+    assert made == {(seed, method) for seed in (0, 1) for method in experiment.methods}  # disjoint, and all of them
+    assert not (tmp_path / "replay" / "replay_experiment.json").exists()
+    files = sorted((tmp_path / "replay" / "runs").glob("*.json"))
+    whole = run_replay_experiment(experiment, replay_args, model_args)  # finds every run: only the summary is new
+    assert sorted((tmp_path / "replay" / "runs").glob("*.json")) == files and whole["summary"]["methods"]["random"]["runs"] == 2
+    with pytest.raises(ValueError, match="array_index must be in 0..array_size-1"):
+        dataclasses.replace(experiment, array_index=2, array_size=2)
+
+
 def test_the_control_arm_trains_on_the_random_arms_task_rows_in_their_order(tiny_tokenizer, tmp_path):
     """`none` in the experiment is the random arm's schedule with the replay rows trained on nothing."""
     from conftest import build_model

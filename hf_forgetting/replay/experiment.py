@@ -18,6 +18,9 @@ minus NLL before. Task performance is the mean completion NLL on task examples n
 - Every finished run is a file whose name carries a hash of every setting that changes it (all
   replay, training and model settings but logging and paths, the matrix, the arm, the seed), so a
   rerun with changed settings recomputes and a killed run resumes where it stopped.
+- Scale-out: jobs of an array (`array_index` of `array_size`, e.g. two one-thread processes on a
+  2-core CPU, or a cluster's job array) make disjoint shares of the runs into one `output_dir`; a
+  run without them then finds every run made and writes the summary.
 """
 
 from __future__ import annotations
@@ -86,6 +89,10 @@ class ReplayExperimentArguments:
     predictor: str = field(default="mf", metadata={"help": "Predictor fitted on the other tasks' rows."})
     known_entries: int = field(default=30, metadata={"help": "Revealed entries of each test task's row (k), from the replay pool."})
     task_eval_examples: int = field(default=64, metadata={"help": "Unseen task examples for task performance."})
+    array_index: int | None = field(
+        default=None, metadata={"help": "Job index in a job array: this job makes runs[index::array_size] (and no summary)."}
+    )
+    array_size: int | None = field(default=None, metadata={"help": "Number of jobs in the array."})
     score_dtype: str | None = field(
         default=None,
         metadata={"help": "Precision of held-out and task scoring, the same in every arm (default: the matrix's).",
@@ -100,6 +107,10 @@ class ReplayExperimentArguments:
             raise ValueError(f"test_task_rule must be one of {TEST_TASK_RULES}; got {self.test_task_rule!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one; got {self.seeds}")
+        if (self.array_index is None) != (self.array_size is None):
+            raise ValueError("array_index and array_size go together")
+        if self.array_size is not None and not 0 <= self.array_index < self.array_size:
+            raise ValueError(f"array_index must be in 0..array_size-1; got {self.array_index} of {self.array_size}")
         if self.score_dtype not in (None, *SCORE_DTYPES):
             raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}; got {self.score_dtype!r}")
         for name in ("num_test_tasks", "known_entries", "task_eval_examples"):
@@ -143,8 +154,11 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     if args.score_dtype != "float32":  # runs scored in fp32 keep the keys they had before score_dtype existed
         common.append(args.score_dtype)
     jobs = [(seed, task, method) for seed in args.seeds for task in test_tasks for method in args.methods]
+    label = "replay runs"
+    if args.array_size is not None:  # one job of an array: its share of the runs, no summary
+        jobs, label = jobs[args.array_index :: args.array_size], f"replay runs (job {args.array_index} of {args.array_size})"
     runs = []
-    for seed, task, method in tqdm(jobs, desc="replay runs", disable=not state.is_main_process):
+    for seed, task, method in tqdm(jobs, desc=label, disable=not state.is_main_process):
         key = settings_key(*common, seed, task, method)
         path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}-seed{seed}-{key}.json"
         finished = _read_run(path, len(heldout_rows(len(upstream), replay_args.replay_heldout_size, seed)))
@@ -154,6 +168,8 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         runs.append(_run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state))
         if state.is_main_process:
             atomic_write_text(path, json.dumps(runs[-1]))
+    if args.array_size is not None:
+        return {"runs": runs, "summary": None}
     summary = summarize_runs(runs)
     if state.is_main_process:
         atomic_write_text(output_dir / "replay_experiment.json", json.dumps({"runs": runs, "summary": summary}, indent=1))
