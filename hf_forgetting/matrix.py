@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ForgettingMatrixError
+from .errors import ForgettingMatrixError, UnknownExampleError
 from .files import atomic_write_parquet, atomic_write_text
 from .format.matrix import (
     EXAMPLES_FILE,
@@ -129,6 +129,26 @@ class ForgettingMatrix:
             return self.values[self.task_ids.index(task_id)]
         except ValueError:
             raise KeyError(f"No task {task_id!r} in this matrix; tasks: {self.task_ids[:10]}...") from None
+
+    def select_tasks(self, task_ids: Sequence[str]) -> ForgettingMatrix:
+        """A new matrix of the rows of ``task_ids``, in that order (their row provenance kept)."""
+        unknown = [t for t in task_ids if t not in set(self.task_ids)]
+        if unknown:
+            raise UnknownExampleError(f"tasks not in the matrix: {unknown[:10]}")
+        if len(set(task_ids)) != len(task_ids):
+            raise ValueError(f"task_ids must be unique; got {list(task_ids)}")
+        rows = [self.task_ids.index(t) for t in task_ids]
+        metadata = dict(self.metadata)
+        if isinstance(metadata.get("rows"), dict):
+            metadata["rows"] = {t: v for t, v in metadata["rows"].items() if t in set(task_ids)}
+        return ForgettingMatrix(self.values[rows], list(task_ids), self.example_ids, self.metric, metadata)
+
+    def drop_tasks(self, task_ids: Sequence[str]) -> ForgettingMatrix:
+        """A new matrix without the rows of ``task_ids``."""
+        unknown = [t for t in task_ids if t not in set(self.task_ids)]
+        if unknown:
+            raise UnknownExampleError(f"tasks not in the matrix: {unknown[:10]}")
+        return self.select_tasks([t for t in self.task_ids if t not in set(task_ids)])
 
     # -- building -------------------------------------------------------------------------------
 

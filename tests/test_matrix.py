@@ -171,3 +171,22 @@ def test_a_predictor_folder_is_not_read_as_a_matrix(tmp_path):
 
     with pytest.raises(RepoKindError, match="holds a forgetting predictor, not a forgetting matrix"):
         ForgettingMatrix.load(tmp_path)
+
+
+def test_select_and_drop_tasks(matrix):
+    matrix = ForgettingMatrix(matrix.values, matrix.task_ids, matrix.example_ids, matrix.metric,
+                              {"rows": {t: {"train_loss": i} for i, t in enumerate(matrix.task_ids)}, "base_model": "m"})
+    first, last = matrix.task_ids[0], matrix.task_ids[-1]
+    picked = matrix.select_tasks([last, first])
+    assert picked.task_ids == [last, first] and picked.example_ids == matrix.example_ids
+    np.testing.assert_array_equal(picked.values, matrix.values[[-1, 0]])
+    assert set(picked.metadata["rows"]) == {first, last} and picked.metadata["base_model"] == "m"
+    rest = matrix.drop_tasks([first])
+    assert rest.task_ids == matrix.task_ids[1:] and first not in rest.metadata["rows"]
+    np.testing.assert_array_equal(rest.values, matrix.values[1:])
+    with pytest.raises(KeyError, match="tasks not in the matrix: \\['nope'\\]"):
+        matrix.select_tasks(["nope"])
+    with pytest.raises(KeyError, match="tasks not in the matrix"):
+        matrix.drop_tasks(["nope"])
+    with pytest.raises(ValueError, match="unique"):
+        matrix.select_tasks([first, first])

@@ -28,15 +28,7 @@ def split_rows(matrix: ForgettingMatrix, test_tasks: Sequence[str]) -> tuple[For
         raise UnknownExampleError(f"test tasks not in the matrix: {unknown}")
     if not test_tasks or len(set(test_tasks)) == len(matrix.task_ids):
         raise ValueError("test_tasks must name at least one task and leave at least one for training")
-    test_rows = [matrix.task_ids.index(t) for t in test_tasks]
-    train_rows = [i for i in range(len(matrix.task_ids)) if i not in set(test_rows)]
-
-    def subset(rows):
-        return ForgettingMatrix(
-            matrix.values[rows], [matrix.task_ids[i] for i in rows], matrix.example_ids, matrix.metric, matrix.metadata
-        )
-
-    return subset(train_rows), subset(test_rows)
+    return matrix.drop_tasks(test_tasks), matrix.select_tasks(list(test_tasks))
 
 
 def auc_roc(labels: np.ndarray, scores: np.ndarray) -> float:
