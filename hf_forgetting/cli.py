@@ -122,8 +122,7 @@ def _adapt(argv: list[str]) -> int:
 
     from .adapt import AdaptArguments, adapt_base_model
 
-    parser = _stage_parser((AdaptArguments, SFTConfig, ModelConfig), "adapt")
-    args, training_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
+    args, training_args, model_args = _training_stage((AdaptArguments, SFTConfig, ModelConfig), "adapt", argv)
     adapt_base_model(args, training_args, model_args)
     return 0
 
@@ -133,8 +132,7 @@ def _collect(argv: list[str]) -> int:
 
     from .collect import CollectArguments, collect_forgetting_matrix
 
-    parser = _stage_parser((CollectArguments, SFTConfig, ModelConfig), "collect")
-    args, training_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
+    args, training_args, model_args = _training_stage((CollectArguments, SFTConfig, ModelConfig), "collect", argv)
     collect_forgetting_matrix(args, training_args, model_args)
     return 0
 
@@ -168,17 +166,74 @@ def _recipe_settings(argv: list[str]) -> dict:
     return {}
 
 
-def _stage_parser(dataclass_types: tuple, stage: str):
+# The Trainer options most recipes set, named in the short help; `--help-trainer` lists all of them.
+COMMON_TRAINER_OPTIONS = (
+    "--output_dir", "--max_steps", "--num_train_epochs", "--per_device_train_batch_size", "--gradient_accumulation_steps",
+    "--learning_rate", "--lr_scheduler_type", "--max_length", "--bf16", "--seed", "--save_strategy", "--report_to",
+)
+
+
+def _training_stage(dataclass_types: tuple, stage: str, argv: list[str], first: tuple = ()):
+    """Parse a stage that trains: `--help` shows `first` (e.g. the replay options), the stage's own options
+    and the model's, and names the Trainer options that `--help-trainer` lists in full."""
+    import textwrap
+
+    parser = _stage_parser(dataclass_types, stage)
+    if "--help-trainer" in argv:
+        parser.print_help()
+        raise SystemExit(0)
+    if "-h" in argv or "--help" in argv:
+        own = (*first, _options_of(dataclass_types[0], f"{stage} ({dataclass_types[0].__name__})"),
+               _options_of(dataclass_types[2], "model (trl.ModelConfig)"))
+        trainer = (f"training: the options of {dataclass_types[1].__name__} (transformers.TrainingArguments + TRL), e.g. "
+                   f"{', '.join(COMMON_TRAINER_OPTIONS)}; all {len(_fields(dataclass_types[1]))} of them with "
+                   f"`hf-forgetting {stage} --help-trainer`.")
+        recipe = "--config RECIPE.yaml reads the options from a recipe; flags given as well override it."
+        epilog = textwrap.fill(trainer, 100) + "\n\n" + recipe
+        _stage_parser(own, stage, epilog, usage=f"hf-forgetting {stage} [--config RECIPE.yaml] [--option value ...]").print_help()
+        raise SystemExit(0)
+    return parser.parse_args_and_config(_without_accelerator(argv))
+
+
+def _fields(cls) -> list:
+    import dataclasses
+
+    return dataclasses.fields(cls)
+
+
+def _options_of(cls, group: str, exclude=None):
+    """A help-only copy of dataclass `cls` in its own argument group: its fields, less those of `exclude`."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    skipped = {f.name for f in dataclasses.fields(exclude)} if exclude else set()
+    specs = []
+    own_first = sorted(dataclasses.fields(cls), key=lambda spec: spec.name not in vars(cls).get("__annotations__", {}))
+    for spec in own_first:
+        if spec.name in skipped or not spec.init:
+            continue
+        default = ({"default": spec.default} if spec.default is not dataclasses.MISSING
+                   else {"default_factory": spec.default_factory} if spec.default_factory is not dataclasses.MISSING else {})
+        specs.append((spec.name, hints[spec.name], dataclasses.field(metadata=spec.metadata, **default)))
+    options = dataclasses.make_dataclass(cls.__name__, specs, kw_only=True)
+    options._argument_group_name = group
+    return options
+
+
+def _stage_parser(dataclass_types: tuple, stage: str, epilog: str | None = None, usage: str | None = None):
     """TRL's parser for a stage (`--config recipe.yaml`, flags override it); a bad value is one line
     naming the flag, not the whole usage block (hundreds of lines for the training stages)."""
+    import argparse
+
     from trl import TrlParser
 
     class StageParser(TrlParser):
         def error(self, message):
             self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
-    return StageParser(dataclass_types, prog=f"hf-forgetting {stage}",
-                       epilog="--config RECIPE.yaml reads the options from a recipe; flags given as well override it.")
+    return StageParser(dataclass_types, prog=f"hf-forgetting {stage}", formatter_class=argparse.RawDescriptionHelpFormatter, usage=usage,
+                       epilog=epilog or "--config RECIPE.yaml reads the options from a recipe; flags given as well override it.")
 
 
 def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[str, ...] = ()):
@@ -268,7 +323,7 @@ def _predict(argv: list[str]) -> int:
 def _train(argv: list[str]) -> int:
     from pathlib import Path
 
-    from trl import ModelConfig
+    from trl import ModelConfig, SFTConfig
 
     from .completion import ForgettingPredictor
     from .format.forgetting_csv import read_forgetting_csv
@@ -277,8 +332,8 @@ def _train(argv: list[str]) -> int:
     from .replay import ReplayConfig, ReplayTrainer
     from .training_data import prepare_training_rows
 
-    parser = _stage_parser((TrainArguments, ReplayConfig, ModelConfig), "train")
-    args, replay_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
+    replay_options = _options_of(ReplayConfig, "replay (hf_forgetting.ReplayConfig)", exclude=SFTConfig)
+    args, replay_args, model_args = _training_stage((TrainArguments, ReplayConfig, ModelConfig), "train", argv, first=(replay_options,))
     upstream = args.load_upstream()
     scores = predictor = known = None
     if args.replay_scores_file:
@@ -317,13 +372,14 @@ def _train(argv: list[str]) -> int:
 
 
 def _replay_experiment(argv: list[str]) -> int:
-    from trl import ModelConfig
+    from trl import ModelConfig, SFTConfig
 
     from .replay import ReplayConfig
     from .replay.experiment import ReplayExperimentArguments, run_replay_experiment
 
-    parser = _stage_parser((ReplayExperimentArguments, ReplayConfig, ModelConfig), "replay-experiment")
-    args, replay_args, model_args = parser.parse_args_and_config(_without_accelerator(argv))
+    replay_options = _options_of(ReplayConfig, "replay (hf_forgetting.ReplayConfig)", exclude=SFTConfig)
+    args, replay_args, model_args = _training_stage(
+        (ReplayExperimentArguments, ReplayConfig, ModelConfig), "replay-experiment", argv, first=(replay_options,))
     run_replay_experiment(args, replay_args, model_args)
     return 0
 

@@ -258,3 +258,29 @@ def test_a_value_of_the_wrong_type_in_a_recipe_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.count("\n") == 1
     assert err.startswith("hf-forgetting collect: argument --max_steps/--max-steps: invalid int value: 'lots'")
+
+
+@pytest.mark.parametrize("stage", sorted(cli.STAGES))
+def test_every_stage_has_help_with_its_own_options_first(stage, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([stage, "--help"])
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0 and "--config RECIPE.yaml" in out
+    first_option = re.search(r"^  (--\w+)", out, re.MULTILINE).group(1)
+    if stage in ("train", "replay-experiment"):
+        assert first_option == "--replay_ratio"  # the replay options come first
+    if stage in ("adapt", "collect", "train", "replay-experiment"):
+        assert "--max_grad_norm" not in out and f"hf-forgetting {stage} --help-trainer" in out  # Trainer options apart
+        assert len(out.splitlines()) < 250
+        with pytest.raises(SystemExit):
+            cli.main([stage, "--help-trainer"])
+        assert "--max_grad_norm" in capsys.readouterr().out
+
+
+def test_the_top_level_help_imports_neither_torch_nor_trl():
+    import subprocess
+    import sys
+
+    code = "import sys; from hf_forgetting import cli; cli.main(['--help']); print(sorted({'torch', 'trl', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
