@@ -5,7 +5,7 @@ fine-tuning, or LoRA through ``peft_config``), the upstream examples are scored 
 after, and the task's row is written atomically to ``<output_dir>/rows/``. Running again with the
 same configuration skips every finished row, so a killed run loses at most the task in progress;
 running with a different configuration into the same folder is refused. Once every task's row is
-there, the rows are assembled into ``<output_dir>/matrix/`` with a sorted heatmap and a summary.
+there, the rows are assembled into ``<output_dir>/matrix/`` with a summary (figures: `hf-forgetting analyze`).
 
 Scale-out: a job collects a subset of the tasks (``task_indices="3,7-9"`` or ``array_index`` of
 ``array_size``) into a shared ``output_dir`` (the job that finds every row present writes the
@@ -40,7 +40,6 @@ from .format.collect_rows import read_collect_row, task_filename, write_collect_
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .monitor import ForgettingMonitorCallback
-from .plots import plot_heatmap
 from .run_settings import check_training_settings, result_settings
 from .scoring import SCORE_DTYPES, cast_for_scoring, exact_match_scores, score_examples
 from .training_data import PREPARATION, TrainingRows, prepare_training_rows
@@ -437,13 +436,12 @@ class Collector:
         return ForgettingMatrix(values, tasks, self.example_ids, self.args.metric, metadata)
 
     def _write_outputs(self, matrix: ForgettingMatrix) -> None:
-        matrix_dir = matrix.save(self.output_dir / "matrix")
-        heatmap = plot_heatmap(matrix, self.output_dir / "heatmap.png")
+        matrix_dir = matrix.save(self.output_dir / "matrix")  # its figures: `hf-forgetting analyze` (one heatmap, there)
         texts = {row["example_id"]: example_text(row) for row in self.upstream}
         summary = summarize(matrix, texts) + monitor_summary(matrix)
         atomic_write_text(self.output_dir / "summary.md", summary)
         print(summary)
-        print(f"Matrix: {matrix_dir}\nHeatmap: {heatmap}\nSummary: {self.output_dir / 'summary.md'}")
+        print(f"Matrix: {matrix_dir}\nSummary: {self.output_dir / 'summary.md'}\nFigures: hf-forgetting analyze {matrix_dir}")
 
 
 def monitor_summary(matrix: ForgettingMatrix) -> str:

@@ -354,9 +354,12 @@ def histogram_figure(workspace: Workspace, prediction: Prediction):
     from .plots import detached_figure
 
     figure, axes = detached_figure((6, 3.2))
-    axes.hist(prediction.values, bins=40, color="#c0392b", alpha=0.8, label="new task (predicted)")
     observed = workspace.matrix.values[workspace.matrix.mask]
-    axes.hist(observed, bins=40, color="#7f8c8d", alpha=0.4, density=False, weights=np.full(observed.size, len(prediction.values) / max(observed.size, 1)), label="known tasks (measured, rescaled)")
+    # one set of bins for both, so that bar heights compare (the known tasks' counts rescaled to one row)
+    bins = np.histogram_bin_edges(np.concatenate([prediction.values, observed]), bins=40)
+    axes.hist(prediction.values, bins=bins, color="#c0392b", alpha=0.8, label="new task (predicted)")
+    axes.hist(observed, bins=bins, color="#7f8c8d", alpha=0.4, weights=np.full(observed.size, len(prediction.values) / max(observed.size, 1)),
+              label="known tasks (measured, per row)")
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel("forgetting (increase in mean token NLL)" if workspace.matrix.metric == "nll_increase" else "exact-match drop")
     axes.set_ylabel("upstream examples")

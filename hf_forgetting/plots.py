@@ -22,12 +22,32 @@ def sorted_by_means(matrix: ForgettingMatrix) -> tuple[np.ndarray, np.ndarray, n
 
 
 def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None = None) -> Path:
-    """A heatmap of the matrix, rows (tasks) and columns (examples) sorted by their means, centred at 0."""
+    """Write :func:`heatmap_figure` to `path`."""
     plt = pyplot()
-    values, rows, _ = sorted_by_means(matrix)
-    limit = float(np.nanpercentile(np.abs(values), 99)) if np.isfinite(values).any() else 1.0
-    height = max(3.0, 0.28 * len(rows) + 1.5)
-    figure, axes = plt.subplots(figsize=(10, height), constrained_layout=True)
+    figure = heatmap_figure(matrix, title)
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def heatmap_figure(matrix: ForgettingMatrix, title: str | None = None):
+    """A heatmap of the matrix, rows (tasks) and columns (examples) sorted by their means, centred at 0.
+
+    The colour scale ends at the 99th percentile of |value|; the colour bar's arrows and its label say
+    how many cells lie beyond it. Examples whose ids name a source (``source/...``) get a strip
+    above the map that shows which source each column comes from."""
+    plt = pyplot()
+    values, rows, columns = sorted_by_means(matrix)
+    finite = values[np.isfinite(values)]
+    limit = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+    clipped = int((np.abs(finite) > limit).sum())
+    sources = [matrix.example_ids[j].split("/")[0] if "/" in matrix.example_ids[j] else "" for j in columns]
+    kinds = sorted(set(sources) - {""})
+    height = max(3.0, 0.28 * len(rows) + 1.5) + (0.4 if len(kinds) > 1 else 0)
+    figure = plt.figure(figsize=(10, height), constrained_layout=True)
+    grid = figure.add_gridspec(2, 1, height_ratios=[1, 12 if len(kinds) > 1 else 1e9], hspace=0.02)
+    axes = figure.add_subplot(grid[1])
     image = axes.imshow(
         np.ma.masked_invalid(values), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
     )
@@ -35,12 +55,23 @@ def plot_heatmap(matrix: ForgettingMatrix, path: str | Path, title: str | None =
     axes.set_xlabel(f"upstream examples ({matrix.shape[1]}), sorted by mean forgetting")
     axes.set_ylabel("task (sorted by mean)")
     label = "increase in mean token NLL" if matrix.metric == "nll_increase" else "exact-match drop"
-    figure.colorbar(image, ax=axes, label=label)
-    axes.set_title(title or f"Forgetting matrix ({matrix.shape[0]} tasks x {matrix.shape[1]} examples)")
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    if clipped:
+        label += f"\n({clipped} cells beyond +-{limit:.3g} shown at the ends)"
+    figure.colorbar(image, ax=axes, label=label, extend="both" if clipped else "neither")
+    if len(kinds) > 1:
+        strip = figure.add_subplot(grid[0], sharex=axes)
+        palette = plt.get_cmap("tab10")
+        codes = np.array([[kinds.index(k) if k else -1 for k in sources]], dtype=float)
+        strip.imshow(np.ma.masked_less(codes, 0), aspect="auto", cmap=palette, vmin=0, vmax=9, interpolation="nearest")
+        strip.set_yticks([])
+        strip.tick_params(axis="x", labelbottom=False)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=palette(i)) for i in range(len(kinds))]
+        strip.legend(handles, kinds, title="example source", fontsize=7, title_fontsize=7,
+                     loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        strip.set_title(title or f"Forgetting matrix ({matrix.shape[0]} tasks x {matrix.shape[1]} examples)")
+    else:
+        axes.set_title(title or f"Forgetting matrix ({matrix.shape[0]} tasks x {matrix.shape[1]} examples)")
+    return figure
 
 
 def pyplot():
@@ -91,37 +122,41 @@ def plot_r2_by_rank(report: dict, path: str | Path) -> Path:
 
 
 def plot_spectrum(report: dict, path: str | Path) -> Path:
-    """Singular values and the cumulative share of the spectrum they explain."""
+    """The share of the matrix's squared norm each component explains, and their running total."""
     plt = pyplot()
     values = np.asarray(report["singular_values"])
-    share = np.cumsum(values**2) / np.sum(values**2)
+    energy = values**2 / np.sum(values**2)
+    components = np.arange(1, len(values) + 1)
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    axes.bar(np.arange(1, len(values) + 1), values, color="tab:blue")
-    axes.set(xlabel="component", ylabel="singular value")
-    twin = axes.twinx()
-    twin.plot(np.arange(1, len(values) + 1), share, "o-", color="tab:red")
-    twin.set(ylabel="cumulative share of squared norm", ylim=(0, 1.05))
-    axes.set_title("Singular value spectrum")
+    axes.bar(components, energy, color="tab:blue", label="share of this component")
+    axes.plot(components, np.cumsum(energy), "o-", color="tab:red", label="cumulative share")
+    axes.set(xlabel="component", ylabel="share of the squared norm", ylim=(0, 1.05))
+    axes.set_xticks(components)
+    axes.legend(fontsize=8, loc="center right")
+    axes.set_title(f"Singular value spectrum ({report['shape'][0]} x {report['shape'][1]})")
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
 
 
-def plot_components(matrix: ForgettingMatrix, report: dict, path: str | Path, top: int = 8) -> Path:
-    """Task loadings of the leading SVD components (largest in absolute value), one panel each; the
-    loadings come from the report (:func:`hf_forgetting.low_rank_report`), nothing is refitted."""
+def plot_components(matrix: ForgettingMatrix, report: dict, path: str | Path, top: int = 20) -> Path:
+    """Task loadings of the leading SVD components (the `top` largest in absolute value: every task of
+    a matrix of up to `top` tasks), one panel each; the loadings come from the report
+    (:func:`hf_forgetting.low_rank_report`), nothing is refitted."""
     plt = pyplot()
-    count = len(report["components"])
-    figure, axes = plt.subplots(1, count, figsize=(4.5 * count, 0.3 * min(top, len(matrix.task_ids)) + 1.8),
-                                constrained_layout=True, squeeze=False)
+    count, shown = len(report["components"]), min(top, len(matrix.task_ids))
+    figure, axes = plt.subplots(1, count, figsize=(4.8 * count, 0.3 * shown + 2.0), constrained_layout=True, squeeze=False)
     for k, panel in enumerate(axes[0]):
         loadings = np.asarray(report["components"][k]["task_loadings"])
         chosen = np.argsort(-np.abs(loadings))[:top][::-1]
-        panel.barh([matrix.task_ids[i][:28] for i in chosen], loadings[chosen],
+        panel.barh([matrix.task_ids[i] for i in chosen], loadings[chosen],
                    color=["tab:red" if loadings[i] > 0 else "tab:blue" for i in chosen])
         panel.set_title(f"component {k + 1} ({report['components'][k]['energy']:.0%} of spectrum)", fontsize=9)
         panel.tick_params(axis="y", labelsize=7)
-        panel.set_xlabel("task loading (> 0: forgets this component's examples more)", fontsize=8)
+        panel.set_xlabel("task loading (> 0: forgets its examples more)", fontsize=8)
+    hidden = len(matrix.task_ids) - shown
+    figure.suptitle("Tasks on the leading components of the forgetting matrix"
+                    + (f" ({shown} largest loadings each; {hidden} tasks not shown)" if hidden else ""), fontsize=10)
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)

@@ -91,3 +91,24 @@ def test_r2_is_reported_against_chance_and_on_hidden_entries():
     assert noise["heldout_r2"][3] < 0.05
     quick = low_rank_report(ForgettingMatrix(structured, *names), max_rank=3, null_seeds=0, heldout_folds=0)
     assert quick["null_r2"] == {} and quick["heldout_r2"] == {}
+
+
+def test_heatmap_shows_clipping_and_example_sources():
+    """Synthetic values: 3 cells far beyond the rest, examples of two sources."""
+    from hf_forgetting.plots import heatmap_figure, pyplot
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(0, 0.05, size=(6, 40))
+    values[0, :3] = 5.0
+    ids = [f"{'reddit' if j % 2 else 'austen'}/{j}" for j in range(40)]
+    figure = heatmap_figure(ForgettingMatrix(values, [f"task{i}" for i in range(6)], ids))
+    colorbar = [axes for axes in figure.axes if axes.get_label() == "<colorbar>"][0]
+    assert "3 cells beyond" in colorbar.get_ylabel()
+    legend_texts = [text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()]
+    assert sorted(legend_texts) == ["austen", "reddit"]
+    pyplot().close(figure)
+    plain = heatmap_figure(synthetic(rng.normal(size=(4, 10))))
+    colorbar = [axes for axes in plain.axes if axes.get_label() == "<colorbar>"][0]
+    assert "beyond" in colorbar.get_ylabel()  # the 99th percentile clips the largest 1% of a normal sample too
+    assert not [axes for axes in plain.axes if axes.get_legend()]  # ids without a source: no strip
+    pyplot().close(plain)
