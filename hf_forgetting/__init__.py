@@ -25,6 +25,8 @@ _LAZY = {
     "TensorPredictor": ".completion",
     "evaluate_predictor": ".completion",
     "ForgettingMonitorCallback": ".monitor",
+    "MeasureArguments": ".measure",
+    "measure_forgetting": ".measure",
     "ReplayConfig": ".replay",
     "ReplayTrainer": ".replay",
     "exact_match_scores": ".scoring",
@@ -62,6 +64,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         evaluate_predictor as evaluate_predictor,
     )
     from .matrix import ForgettingMatrix as ForgettingMatrix
+    from .measure import MeasureArguments as MeasureArguments
+    from .measure import measure_forgetting as measure_forgetting
     from .monitor import ForgettingMonitorCallback as ForgettingMonitorCallback
     from .replay import ReplayConfig as ReplayConfig
     from .replay import ReplayTrainer as ReplayTrainer

@@ -20,6 +20,7 @@ STAGES = {
     "analyze": "how low-rank is a matrix: R^2 by rank, simpler models, spectrum, plots",
     "evaluate": "hold tasks out, reveal k entries each, compare predictors (RMSE / F1 / AUC table)",
     "fit": "fit a predictor on a matrix and save it (safetensors + JSON)",
+    "measure": "what did my fine-tuned checkpoint (full or LoRA) forget? k probes measured, the whole row predicted",
     "predict": "complete a new task's row from a CSV of measured entries with a saved predictor",
     "train": "fine-tune on a task with targeted replay of upstream examples (ReplayTrainer)",
     "replay-experiment": "hold tasks out of a matrix; compare no / random / predicted / ground-truth replay",
@@ -303,6 +304,18 @@ def _fit(argv: list[str]) -> int:
     return 0
 
 
+def _measure(argv: list[str]) -> int:
+    from trl import ModelConfig
+
+    from .measure import MeasureArguments, measure_forgetting
+
+    args, model_args = _stage_parser((MeasureArguments, ModelConfig), "measure").parse_args_and_config(argv)
+    result = measure_forgetting(args, model_args)
+    print(result.summary)
+    print("Wrote " + ", ".join(str(path) for path in result.files.values()))
+    return 0
+
+
 def _predict(argv: list[str]) -> int:
     import numpy as np
 
@@ -472,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handlers = {
         "demo": _demo, "adapt": _adapt, "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit,
-        "predict": _predict, "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
+        "measure": _measure, "predict": _predict, "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
     }
     try:
         return handlers[stage](rest)

@@ -10,6 +10,7 @@ local folder). transformers, torch and TRL are imported when a model is loaded, 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import tempfile
@@ -144,6 +145,34 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return (model if device is None or model is None else model.to(device)), tokenizer
+
+
+def load_checkpoint(checkpoint: str, base_args: ModelConfig | str | None = None):
+    """`(model, tokenizer)` of a fine-tuned checkpoint: a full model (folder or Hub id), or a LoRA /
+    PEFT adapter (a folder with `adapter_config.json`, or a Hub adapter repo) applied to the base
+    model `base_args` describes. Remote code is never run."""
+    from trl import ModelConfig
+
+    base_args = ModelConfig(model_name_or_path=base_args) if base_args is None or isinstance(base_args, str) else base_args
+    if not _is_adapter(checkpoint):
+        return load_model_and_tokenizer(dataclasses.replace(base_args, model_name_or_path=checkpoint))
+    from peft import PeftModel
+
+    model, tokenizer = load_model_and_tokenizer(base_args)
+    return PeftModel.from_pretrained(model, checkpoint), tokenizer
+
+
+def _is_adapter(checkpoint: str) -> bool:
+    path = Path(checkpoint)
+    if path.exists() or path.is_absolute() or checkpoint.startswith("."):
+        return (path / "adapter_config.json").exists()
+    try:  # a Hub id: an adapter repo has adapter_config.json
+        from peft import PeftConfig
+
+        PeftConfig.from_pretrained(checkpoint)
+        return True
+    except Exception:  # noqa: BLE001 - no such file, no such repo, or no network: a full model then
+        return False
 
 
 def peft_config(model_args: ModelConfig):
