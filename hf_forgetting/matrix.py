@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ForgettingMatrixError, UnknownExampleError
+from .errors import ForgettingMatrixError, RepoKindError, UnknownExampleError
 from .files import atomic_write_parquet, atomic_write_text
 from .format.matrix import (
     EXAMPLES_FILE,
@@ -34,6 +34,7 @@ from .format.matrix import (
     rows_table,
     validate_ids,
 )
+from .format.predictor import CONFIG_FILE as PREDICTOR_CONFIG_FILE
 
 META_FILE = HEADER_FILE  # the header's file name, under its earlier name
 __all__ = ["ForgettingMatrix", "ForgettingMatrixError", "METRICS", "example_ids_sha256", "validate_ids"]
@@ -186,6 +187,8 @@ class ForgettingMatrix:
         The header (`forgetting_matrix.json`) is written last, so a folder with a header is complete.
         """
         directory = Path(directory)
+        if (directory / PREDICTOR_CONFIG_FILE).exists():
+            raise RepoKindError(f"{directory}: holds a saved predictor; save the matrix into another folder")
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_parquet(directory / EXAMPLES_FILE, examples_table(self.example_ids))
         rows = rows_of(self.task_ids, self.values, self.metadata)

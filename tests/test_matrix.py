@@ -190,3 +190,16 @@ def test_select_and_drop_tasks(matrix):
         matrix.drop_tasks(["nope"])
     with pytest.raises(ValueError, match="unique"):
         matrix.select_tasks([first, first])
+
+
+def test_a_matrix_and_a_predictor_never_share_a_folder(matrix, tmp_path):
+    from hf_forgetting import MFPredictor
+    from hf_forgetting.errors import RepoKindError
+
+    matrix.save(tmp_path / "m")
+    with pytest.raises(RepoKindError, match="holds a forgetting matrix; save the predictor into another folder"):
+        MFPredictor(rank=1, iterations=2).fit(matrix).save_pretrained(tmp_path / "m")
+    MFPredictor(rank=1, iterations=2).fit(matrix).save_pretrained(tmp_path / "p")
+    with pytest.raises(RepoKindError, match="holds a saved predictor; save the matrix into another folder"):
+        matrix.save(tmp_path / "p")
+    assert ForgettingMatrix.load(tmp_path / "m") == matrix  # nothing of the refused writes landed

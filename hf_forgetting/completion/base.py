@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ForgettingMatrixError, PredictorFormatError, UnknownExampleError
+from ..errors import ForgettingMatrixError, PredictorFormatError, RepoKindError, UnknownExampleError
 from ..files import atomic_write, atomic_write_text
+from ..format.matrix import HEADER_FILE as MATRIX_HEADER_FILE
 from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, finite_number, read_arrays, write_arrays
 from ..matrix import ForgettingMatrix
 
@@ -167,6 +168,8 @@ class ForgettingPredictor:
         """Write `predictor.json` and `model.safetensors` into `directory`, each atomically."""
         self._check_fitted()
         directory = Path(directory)
+        if (directory / MATRIX_HEADER_FILE).exists():
+            raise RepoKindError(f"{directory}: holds a forgetting matrix; save the predictor into another folder")
         arrays = self._arrays()
         atomic_write(directory / WEIGHTS_FILE, lambda tmp: write_arrays(tmp, arrays))
         header = PredictorHeader(type(self).__name__, self.get_config(), self.metric, self.example_ids, self._state(), self.source)
