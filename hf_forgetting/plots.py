@@ -46,8 +46,11 @@ def heatmap_figure(matrix: ForgettingMatrix, title: str | None = None):
     kinds = sorted(set(sources) - {""})
     height = max(3.0, 0.28 * len(rows) + 1.5) + (0.4 if len(kinds) > 1 else 0)
     figure = plt.figure(figsize=(10, height), constrained_layout=True)
-    grid = figure.add_gridspec(2, 1, height_ratios=[1, 12 if len(kinds) > 1 else 1e9], hspace=0.02)
-    axes = figure.add_subplot(grid[1])
+    if len(kinds) > 1:
+        grid = figure.add_gridspec(2, 1, height_ratios=[1, 12], hspace=0.02)
+        axes = figure.add_subplot(grid[1])
+    else:
+        axes = figure.add_subplot()
     image = axes.imshow(
         np.ma.masked_invalid(values), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
     )

@@ -262,7 +262,7 @@ class ForgettingPredictor:
         time and memory (rank 999 on a 12 x 200 matrix ran for more than 10 minutes at 2 GB)."""
         if self.rank > min(values.shape):
             warnings.warn(f"rank {self.rank} reduced to {min(values.shape)}: a {values.shape[0]} x {values.shape[1]} "
-                          "matrix holds no more", stacklevel=3)
+                          "matrix holds no more", stacklevel=4)
             self.rank = min(values.shape)
         return self.rank
 
