@@ -505,10 +505,12 @@ def collect_forgetting_matrix(args: CollectArguments, training_args, model_args)
 
 
 def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
-    """The settings recorded in both that differ, as `name: old -> new`."""
+    """The settings that differ, as `name: old -> new`: every top-level entry (e.g. `preparation`, the way
+    training rows are built), and within the sections those both record (see `_unrecorded` for the rest)."""
     changed = []
-    for key in sorted(set(previous) & set(current)):
-        old, new = previous[key], current[key]
+    keys = set(previous) | set(current) if not prefix else set(previous) & set(current)
+    for key in sorted(keys):
+        old, new = previous.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changed += _differences(old, new, f"{prefix}{key}.")
         elif old != new:
