@@ -277,10 +277,10 @@ def test_every_stage_has_help_with_its_own_options_first(stage, capsys):
         assert "--max_grad_norm" in capsys.readouterr().out
 
 
-def test_the_top_level_help_imports_neither_torch_nor_trl():
+def test_the_top_level_help_imports_neither_torch_nor_trl_nor_datasets():
     import subprocess
     import sys
 
-    code = "import sys; from hf_forgetting import cli; cli.main(['--help']); print(sorted({'torch', 'trl', 'transformers'} & set(sys.modules)))"
+    code = "import sys; from hf_forgetting import cli; cli.main(['--help']); print(sorted({'torch', 'trl', 'transformers', 'datasets'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"

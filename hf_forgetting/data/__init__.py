@@ -14,14 +14,16 @@ is scored; an ``answers`` list may accompany it for exact match) or ``messages``
 from __future__ import annotations
 
 from pathlib import Path
-
-from datasets import Dataset, concatenate_datasets
+from typing import TYPE_CHECKING
 
 from .embedded import EMBEDDED_UPSTREAM_MIX, TASK_SOURCES, UPSTREAM_SOURCES
 
 EMBEDDED_UPSTREAM = "embedded"
 EMBEDDED_TASKS = tuple(TASK_SOURCES)
 EXAMPLE_FORMATS = ({"prompt", "completion"}, {"messages"}, {"text"})
+
+if TYPE_CHECKING:  # `datasets` (0.7 s to import) loads with the first dataset, not with this module
+    from datasets import Dataset
 
 __all__ = ["EMBEDDED_TASKS", "EMBEDDED_UPSTREAM", "load_task", "load_upstream", "subsample"]
 
@@ -46,8 +48,12 @@ def load_upstream(
     ``"squad_shifts_qa"``, a local file or folder, or a Hub dataset id; ``text_field`` names its raw-text
     column (renamed to ``text``) unless it is in prompt/completion or messages format."""
     if name == EMBEDDED_UPSTREAM:
+        from datasets import Dataset, concatenate_datasets
+
         dataset = concatenate_datasets([Dataset.from_list(UPSTREAM_SOURCES[part]()) for part in EMBEDDED_UPSTREAM_MIX])
     elif name in UPSTREAM_SOURCES:
+        from datasets import Dataset
+
         dataset = Dataset.from_list(UPSTREAM_SOURCES[name]())
     else:
         dataset = _with_ids(_load_external(name, split), name, split, id_field)
@@ -71,6 +77,8 @@ def load_task(
     optionally filtered (``name@column=value``); ``prompt_field`` / ``completion_field`` name the
     columns to train on when the dataset has no ``prompt``/``completion``, ``messages`` or ``text``."""
     if name in TASK_SOURCES:
+        from datasets import Dataset
+
         dataset = Dataset.from_list(TASK_SOURCES[name]())
     elif "/" in name or Path(name).exists():
         source, column, value = _split_filter(name)

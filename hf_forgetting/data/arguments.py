@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from . import EMBEDDED_UPSTREAM, load_task, load_upstream
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 @dataclass
