@@ -9,7 +9,7 @@ Flags given on the command line override the recipe's values (TRL's ``TrlParser`
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
 
@@ -174,32 +174,33 @@ COMMON_TRAINER_OPTIONS = (
 )
 
 
-def _training_stage(dataclass_types: tuple, stage: str, argv: list[str], first: tuple = ()):
-    """Parse a stage that trains: `--help` shows `first` (e.g. the replay options), the stage's own options
+RECIPE_HELP = "--config RECIPE.yaml reads the options from a recipe; flags given as well override it."
+
+
+def _training_stage(dataclass_types: tuple, stage: str, argv: list[str]):
+    """Parse a stage that trains, `(own arguments, training config, ModelConfig)`: `--help` shows the
+    options the training config adds to SFTConfig (the replay options of `ReplayConfig`), the stage's own
     and the model's, and names the Trainer options that `--help-trainer` lists in full."""
     import textwrap
 
+    from trl import SFTConfig
+
+    own, training, model = dataclass_types
     parser = _stage_parser(dataclass_types, stage)
     if "--help-trainer" in argv:
         parser.print_help()
         raise SystemExit(0)
     if "-h" in argv or "--help" in argv:
-        own = (*first, _options_of(dataclass_types[0], f"{stage} ({dataclass_types[0].__name__})"),
-               _options_of(dataclass_types[2], "model (trl.ModelConfig)"))
-        trainer = (f"training: the options of {dataclass_types[1].__name__} (transformers.TrainingArguments + TRL), e.g. "
-                   f"{', '.join(COMMON_TRAINER_OPTIONS)}; all {len(_fields(dataclass_types[1]))} of them with "
+        added = [_options_of(training, f"replay ({training.__name__})", exclude=SFTConfig)]
+        sections = (*(added if training is not SFTConfig else []), _options_of(own, f"{stage} ({own.__name__})"),
+                    _options_of(model, "model (trl.ModelConfig)"))
+        trainer = (f"training: the options of {training.__name__} (transformers.TrainingArguments + TRL), e.g. "
+                   f"{', '.join(COMMON_TRAINER_OPTIONS)}; all {len(fields(training))} of them with "
                    f"`hf-forgetting {stage} --help-trainer`.")
-        recipe = "--config RECIPE.yaml reads the options from a recipe; flags given as well override it."
-        epilog = textwrap.fill(trainer, 100) + "\n\n" + recipe
-        _stage_parser(own, stage, epilog, usage=f"hf-forgetting {stage} [--config RECIPE.yaml] [--option value ...]").print_help()
+        epilog = textwrap.fill(trainer, 100) + "\n\n" + RECIPE_HELP
+        _stage_parser(sections, stage, epilog, usage=f"hf-forgetting {stage} [--config RECIPE.yaml] [--option value ...]").print_help()
         raise SystemExit(0)
     return parser.parse_args_and_config(_without_accelerator(argv))
-
-
-def _fields(cls) -> list:
-    import dataclasses
-
-    return dataclasses.fields(cls)
 
 
 def _options_of(cls, group: str, exclude=None):
@@ -234,7 +235,7 @@ def _stage_parser(dataclass_types: tuple, stage: str, epilog: str | None = None,
             self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
     return StageParser(dataclass_types, prog=f"hf-forgetting {stage}", formatter_class=argparse.RawDescriptionHelpFormatter, usage=usage,
-                       epilog=epilog or "--config RECIPE.yaml reads the options from a recipe; flags given as well override it.")
+                       epilog=epilog or RECIPE_HELP)
 
 
 def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[str, ...] = ()):
@@ -336,7 +337,7 @@ def _predict(argv: list[str]) -> int:
 def _train(argv: list[str]) -> int:
     from pathlib import Path
 
-    from trl import ModelConfig, SFTConfig
+    from trl import ModelConfig
 
     from .completion import ForgettingPredictor
     from .format.forgetting_csv import read_forgetting_csv
@@ -345,8 +346,7 @@ def _train(argv: list[str]) -> int:
     from .replay import ReplayConfig, ReplayTrainer
     from .training_data import prepare_training_rows
 
-    replay_options = _options_of(ReplayConfig, "replay (hf_forgetting.ReplayConfig)", exclude=SFTConfig)
-    args, replay_args, model_args = _training_stage((TrainArguments, ReplayConfig, ModelConfig), "train", argv, first=(replay_options,))
+    args, replay_args, model_args = _training_stage((TrainArguments, ReplayConfig, ModelConfig), "train", argv)
     upstream = args.load_upstream()
     scores = predictor = known = None
     if args.replay_scores_file:
@@ -385,14 +385,12 @@ def _train(argv: list[str]) -> int:
 
 
 def _replay_experiment(argv: list[str]) -> int:
-    from trl import ModelConfig, SFTConfig
+    from trl import ModelConfig
 
     from .replay import ReplayConfig
     from .replay.experiment import ReplayExperimentArguments, run_replay_experiment
 
-    replay_options = _options_of(ReplayConfig, "replay (hf_forgetting.ReplayConfig)", exclude=SFTConfig)
-    args, replay_args, model_args = _training_stage(
-        (ReplayExperimentArguments, ReplayConfig, ModelConfig), "replay-experiment", argv, first=(replay_options,))
+    args, replay_args, model_args = _training_stage((ReplayExperimentArguments, ReplayConfig, ModelConfig), "replay-experiment", argv)
     run_replay_experiment(args, replay_args, model_args)
     return 0
 

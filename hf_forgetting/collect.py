@@ -521,8 +521,10 @@ def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
 def _unrecorded(previous: dict, current: dict) -> list[str]:
     """Settings set now to other than their defaults that `previous` does not record
     (it was written by an older transformers / TRL, or by a version of this library that recorded fewer)."""
+    import trl
+
     missing = []
-    for section, config in (("collect", "CollectArguments"), ("training", "SFTConfig"), ("model", "ModelConfig")):
+    for section, config in (("collect", CollectArguments), ("training", trl.SFTConfig), ("model", trl.ModelConfig)):
         absent = set(current.get(section, {})) - set(previous.get(section, {}))
         if absent:
             defaults = _defaults(config)
@@ -530,11 +532,8 @@ def _unrecorded(previous: dict, current: dict) -> list[str]:
     return missing
 
 
-def _defaults(config: str) -> dict:
-    """The declared defaults of `CollectArguments`, `trl.SFTConfig` or `trl.ModelConfig`, as JSON values."""
-    import trl
-
-    cls = {"CollectArguments": CollectArguments, "SFTConfig": trl.SFTConfig, "ModelConfig": trl.ModelConfig}[config]
+def _defaults(cls) -> dict:
+    """The declared defaults of dataclass `cls`, as JSON values."""
     defaults = {}
     for spec in dataclasses.fields(cls):
         if spec.default is not dataclasses.MISSING:

@@ -60,7 +60,7 @@ class Workspace:
             return self.predictor
         with self._lock:
             if self._map is None:
-                self._map = MFPredictor(rank=max(1, min(5, self.matrix.shape[0] - 1))).fit(self.matrix)
+                self._map = MFPredictor.fitted_on(self.matrix)
         return self._map
 
     def task_embeddings(self, encoder=None) -> np.ndarray:
@@ -134,7 +134,7 @@ def resolve_predictor(source: str | None, matrix: ForgettingMatrix, folders: Map
     or a Hub repo id (never another local path); empty: MF fitted here."""
     source, folders = (source or "").strip(), folders or {}
     if not source:
-        return MFPredictor(rank=max(1, min(5, matrix.shape[0] - 1))).fit(matrix)
+        return MFPredictor.fitted_on(matrix)
     if source not in folders and not HUB_REPO_ID.fullmatch(source):
         raise _refused(source, folders)
     try:
@@ -183,10 +183,13 @@ class WorkspaceCache:
             with self._lock:
                 if key in self._items:
                     return self._items[key]
-            workspace = self._open(key)
+            try:
+                workspace = self._open(key)
+            finally:  # a refused source leaves nothing behind either
+                with self._lock:
+                    self._opening.pop(key, None)
             with self._lock:
                 self._items[key] = workspace
-                self._opening.pop(key, None)
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
             return workspace

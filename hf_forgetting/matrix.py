@@ -133,23 +133,27 @@ class ForgettingMatrix:
 
     def select_tasks(self, task_ids: Sequence[str]) -> ForgettingMatrix:
         """A new matrix of the rows of ``task_ids``, in that order (their row provenance kept)."""
-        unknown = [t for t in task_ids if t not in set(self.task_ids)]
-        if unknown:
-            raise UnknownExampleError(f"tasks not in the matrix: {unknown[:10]}")
-        if len(set(task_ids)) != len(task_ids):
+        self._check_tasks(task_ids)
+        kept = set(task_ids)
+        if len(kept) != len(task_ids):
             raise ValueError(f"task_ids must be unique; got {list(task_ids)}")
-        rows = [self.task_ids.index(t) for t in task_ids]
+        row_of = {task: row for row, task in enumerate(self.task_ids)}
         metadata = dict(self.metadata)
         if isinstance(metadata.get("rows"), dict):
-            metadata["rows"] = {t: v for t, v in metadata["rows"].items() if t in set(task_ids)}
-        return ForgettingMatrix(self.values[rows], list(task_ids), self.example_ids, self.metric, metadata)
+            metadata["rows"] = {t: v for t, v in metadata["rows"].items() if t in kept}
+        return ForgettingMatrix(self.values[[row_of[t] for t in task_ids]], list(task_ids), self.example_ids, self.metric, metadata)
 
     def drop_tasks(self, task_ids: Sequence[str]) -> ForgettingMatrix:
         """A new matrix without the rows of ``task_ids``."""
-        unknown = [t for t in task_ids if t not in set(self.task_ids)]
+        self._check_tasks(task_ids)
+        dropped = set(task_ids)
+        return self.select_tasks([t for t in self.task_ids if t not in dropped])
+
+    def _check_tasks(self, task_ids: Sequence[str]) -> None:
+        known = set(self.task_ids)
+        unknown = [t for t in task_ids if t not in known]
         if unknown:
             raise UnknownExampleError(f"tasks not in the matrix: {unknown[:10]}")
-        return self.select_tasks([t for t in self.task_ids if t not in set(task_ids)])
 
     # -- building -------------------------------------------------------------------------------
 

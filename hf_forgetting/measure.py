@@ -113,14 +113,13 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
 
     output_dir = Path(args.output_dir)
     files = {"measured.csv": write_forgetting_csv(output_dir / "measured.csv", probe_ids, forgetting)}
-    texts = {row["example_id"]: example_text(row) for row in upstream}
     if predicted is not None:
         files["forgetting.csv"] = write_forgetting_csv(output_dir / "forgetting.csv", example_ids, predicted)
         measured = {"probe_ids": probe_ids, "probe_forgetting": forgetting.tolist(), "base_model": model_args.model_name_or_path,
                     "checkpoint": args.checkpoint, "score_max_length": length}
         files["forgetting_row.parquet"] = write_predicted_row(output_dir / "forgetting_row.parquet", example_ids, predicted, 0, measured)
         files["histogram.png"] = _histogram(predicted, forgetting, output_dir / "histogram.png")
-    summary = _summary(args, model_args, example_ids, probe_ids, forgetting, predicted, predictor, texts, length)
+    summary = _summary(args, model_args, upstream, probe_ids, forgetting, predicted, predictor, length)
     files["summary.md"] = atomic_write_text(output_dir / "summary.md", summary)
     return MeasuredForgetting(example_ids, probe_ids, forgetting, predicted, summary, files)
 
@@ -139,7 +138,7 @@ def _predictor(args: MeasureArguments, matrix: ForgettingMatrix | None, example_
             raise ValueError(f"The predictor {args.predictor!r} was fitted on other upstream examples than the ones measured "
                              f"({len(predictor.example_ids)} vs {len(example_ids)}; give its --matrix)")
     elif matrix is not None:
-        predictor = MFPredictor(rank=max(1, min(5, matrix.shape[0] - 1))).fit(matrix)
+        predictor = MFPredictor.fitted_on(matrix)
     else:
         return None
     if predictor.metric != "nll_increase":
@@ -176,7 +175,9 @@ def _histogram(predicted: np.ndarray, measured: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _summary(args, model_args, example_ids, probe_ids, forgetting, predicted, predictor, texts, length) -> str:
+def _summary(args, model_args, upstream, probe_ids, forgetting, predicted, predictor, length) -> str:
+    """The paragraph and the top-N table (texts read for those N examples only; `upstream` is in column order)."""
+    example_ids = upstream["example_id"]
     base = model_args.model_name_or_path
     lines = [f"# Forgetting of `{args.checkpoint}` against `{base}`", ""]
     measured = (f"{len(probe_ids)} upstream probes (scored on {length} tokens) forget {forgetting.mean():+.4f} nats on average "
@@ -194,7 +195,7 @@ def _summary(args, model_args, example_ids, probe_ids, forgetting, predicted, pr
         "| rank | example_id | predicted | text |", "| ---: | --- | ---: | --- |",
     ]
     for rank, j in enumerate(top, start=1):
-        text = " ".join(texts.get(example_ids[j], "").split())
+        text = " ".join(example_text(upstream[int(j)]).split())
         lines.append(f"| {rank} | {example_ids[j]} | {predicted[j]:+.4f} | {text[:160].replace('|', '/')}{'...' if len(text) > 160 else ''} |")
     if predictor.source.get("base_model") and model_identity(predictor.source["base_model"]) != model_identity(base):
         lines += ["", f"_Note: the predictor's matrix was measured on `{predictor.source['base_model']}`, not `{base}`._"]

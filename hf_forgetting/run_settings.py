@@ -23,24 +23,24 @@ def result_settings(training_args) -> dict:
 def check_training_settings(training_args) -> None:
     """Refuse numeric training settings that transformers would silently reinterpret or that cannot
     train (e.g. `max_steps=-5` trains 3 epochs): one message naming the setting and its value."""
-    checks = {
+    checks = {  # a setting that is None (unset, or absent from this transformers version) is not checked
         "max_steps": lambda v: v == -1 or v >= 1,
         "num_train_epochs": lambda v: math.isfinite(v) and v > 0,
         "learning_rate": lambda v: math.isfinite(v) and v >= 0,
         "weight_decay": lambda v: math.isfinite(v) and v >= 0,
-        "max_grad_norm": lambda v: v is None or (math.isfinite(v) and v >= 0),
+        "max_grad_norm": lambda v: math.isfinite(v) and v >= 0,
         "adam_beta1": lambda v: 0 <= v < 1,
         "adam_beta2": lambda v: 0 <= v < 1,
         "adam_epsilon": lambda v: math.isfinite(v) and v > 0,
-        "warmup_ratio": lambda v: v is None or 0 <= v <= 1,
-        "warmup_steps": lambda v: v is None or (math.isfinite(v) and v >= 0),
+        "warmup_ratio": lambda v: 0 <= v <= 1,
+        "warmup_steps": lambda v: math.isfinite(v) and v >= 0,
         "per_device_train_batch_size": lambda v: v >= 1,
         "gradient_accumulation_steps": lambda v: v >= 1,
-        "max_length": lambda v: v is None or v >= 1,
+        "max_length": lambda v: v >= 1,
     }
     for name, valid in checks.items():
         value = getattr(training_args, name, None)
-        if value is None and name not in ("max_grad_norm", "warmup_ratio", "warmup_steps", "max_length"):
+        if value is None:
             continue
         if isinstance(value, bool) or not valid(value):
             raise ValueError(f"{name}={value!r} is out of range (see `--help` for what it means)")

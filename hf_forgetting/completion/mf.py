@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..fits import additive_fit
+from ..matrix import ForgettingMatrix
 from .base import BiasedFactorsPredictor
 
 
@@ -47,6 +48,11 @@ class MFPredictor(BiasedFactorsPredictor):
         if reg <= 0:
             raise ValueError(f"reg must be > 0 for a well-posed fold-in; got {reg}")
         self.rank, self.reg, self.iterations, self.seed = int(rank), float(reg), int(iterations), int(seed)
+
+    @classmethod
+    def fitted_on(cls, matrix: ForgettingMatrix) -> MFPredictor:
+        """MF fitted on `matrix` at rank min(5, tasks - 1): the predictor used when none is given."""
+        return cls(rank=max(1, min(5, matrix.shape[0] - 1))).fit(matrix)
 
     def _fit(self, values, matrix):
         self._fitted_rank(values)

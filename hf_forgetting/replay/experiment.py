@@ -157,11 +157,12 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     label = "replay runs"
     if args.array_size is not None:  # one job of an array: its share of the runs, no summary
         jobs, label = jobs[args.array_index :: args.array_size], f"replay runs (job {args.array_index} of {args.array_size})"
+    heldout_size = len(heldout_rows(len(upstream), replay_args.replay_heldout_size, args.seeds[0]))  # the same for every seed
     runs = []
     for seed, task, method in tqdm(jobs, desc=label, disable=not state.is_main_process):
         key = settings_key(*common, seed, task, method)
         path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}-seed{seed}-{key}.json"
-        finished = _read_run(path, len(heldout_rows(len(upstream), replay_args.replay_heldout_size, seed)))
+        finished = _read_run(path, heldout_size)
         if finished is not None:
             runs.append(finished)
             continue
