@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from accelerate import PartialState
@@ -34,6 +35,9 @@ from .matrix import ForgettingMatrix
 from .modeling import load_checkpoint, load_model_and_tokenizer, model_identity
 from .monitor import probe_indices
 from .scoring import score_examples
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 DEFAULT_SCORE_MAX_LENGTH = 128
 
@@ -82,8 +86,10 @@ class MeasureArguments(UpstreamArguments):
 
 @dataclass
 class MeasuredForgetting:
-    """The probes' measured forgetting and, with a predictor, the completed row (aligned with `example_ids`)."""
+    """The probes' measured forgetting and, with a predictor, the completed row (aligned with `example_ids` and
+    with `upstream`, the upstream examples themselves: what `ReplayTrainer(replay_dataset=...)` takes)."""
 
+    upstream: Dataset
     example_ids: list[str]
     probe_ids: list[str]
     probe_forgetting: np.ndarray
@@ -121,7 +127,7 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
         files["histogram.png"] = _histogram(predicted, forgetting, output_dir / "histogram.png")
     summary = _summary(args, model_args, upstream, probe_ids, forgetting, predicted, predictor, length)
     files["summary.md"] = atomic_write_text(output_dir / "summary.md", summary)
-    return MeasuredForgetting(example_ids, probe_ids, forgetting, predicted, summary, files)
+    return MeasuredForgetting(upstream, example_ids, probe_ids, forgetting, predicted, summary, files)
 
 
 def _load_matrix(source: str) -> ForgettingMatrix:

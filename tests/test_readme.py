@@ -1,0 +1,87 @@
+"""The README's code runs as written.
+
+Its Python blocks run top to bottom as one script (a reader's session), in a fresh folder holding
+what the README assumes: the shipped demo matrix at its repository path, and, for the Hub block, a
+Hub-compatible server on which the user `you` may write. Its `analyze` / `evaluate` / `fit` /
+`predict` commands run on the shipped matrix. Paths and links it names exist.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hf_forgetting import ForgettingMatrix
+from hf_forgetting.format.forgetting_csv import write_forgetting_csv
+from hf_forgetting.testing.hub_server import HubServer
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DEMO_MATRIX = "spaces/forgetting-explorer/data/smollm2-135m-instruct-demo"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def readme_blocks(language: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(README.read_text()) if lang == language]
+
+
+def reader_folder(tmp_path: Path) -> Path:
+    """A working folder with the repository paths the README names (the shipped matrix)."""
+    shutil.copytree(ROOT / DEMO_MATRIX, tmp_path / DEMO_MATRIX)
+    return tmp_path
+
+
+def commands(block: str) -> list[list[str]]:
+    """The commands of a shell block: continuation lines joined, comments dropped."""
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_has_python_blocks_and_every_local_link_exists():
+    assert len(readme_blocks("python")) >= 6
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text())
+    local = [link for link in links if not link.startswith("http")]
+    assert local and all((ROOT / link).exists() for link in local), [link for link in local if not (ROOT / link).exists()]
+    for page in (ROOT / "docs").glob("*.md"):
+        for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            assert link.startswith("http") or (page.parent / link).exists(), f"{page.name}: {link}"
+
+
+def test_the_readme_analyse_commands_run_as_written(tmp_path):
+    """`analyze`, `evaluate`, `fit` and `predict` of "Analyse and predict", on the shipped matrix; the
+    measured CSV `predict` reads is what `measure` writes (here: 30 entries of a known row)."""
+    folder = reader_folder(tmp_path)
+    block = next(b for b in readme_blocks("bash") if "hf-forgetting predict" in b)
+    matrix = ForgettingMatrix.load(folder / DEMO_MATRIX)
+    write_forgetting_csv(folder / "forgetting-measured" / "measured.csv", matrix.example_ids[:30], matrix.values[0, :30])
+    cli = Path(sys.executable).with_name("hf-forgetting")
+    for argv in commands(block):
+        assert argv[0] == "hf-forgetting"
+        result = subprocess.run([str(cli), *argv[1:]], cwd=folder, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{shlex.join(argv)}\n{result.stderr[-3000:]}"
+    assert (folder / "analysis" / "heatmap.png").exists() and (folder / "predictor" / "predictor.json").exists()
+    ids, values = zip(*[line.split(",") for line in (folder / "predicted.csv").read_text().splitlines()[1:]])
+    assert list(ids) == matrix.example_ids and np.isfinite(np.array(values, dtype=float)).all()
+
+
+@pytest.mark.integration
+def test_the_readme_python_blocks_run_as_written(tmp_path):
+    """Every Python block, in order, as one script: the quick start on the embedded model (a plain TRL
+    fine-tune, `measure_forgetting`, `ReplayTrainer`), scoring, analysis, the Hub, the monitor, replay."""
+    folder = reader_folder(tmp_path)
+    script = folder / "readme.py"
+    script.write_text("\n".join(readme_blocks("python")))
+    with HubServer({"hf_you_token": "you"}) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_you_token", "HF_HUB_DISABLE_XET": "1"}
+        result = subprocess.run([sys.executable, str(script)], cwd=folder, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-5000:]
+    measured = folder / "forgetting-measured"
+    assert {"forgetting.csv", "measured.csv", "summary.md", "histogram.png"} <= {p.name for p in measured.iterdir()}
+    assert (folder / "predictor" / "predictor.json").exists() and (folder / "elsewhere").is_dir()
+    assert "forgetting/probe_mean" in result.stdout  # the monitor's last measurement was printed
