@@ -25,7 +25,7 @@ from datasets import concatenate_datasets
 from .data.arguments import UpstreamArguments
 from .files import atomic_write_text
 from .modeling import load_model_and_tokenizer, peft_config
-from .run_settings import check_training_settings, result_settings
+from .run_settings import check_training_settings, in_native_precision, result_settings
 from .scoring import score_examples
 from .training_data import prepare_training_rows
 from .training_guard import ParameterUpdateGuard
@@ -63,6 +63,7 @@ def adapt_base_model(args: AdaptArguments, training_args, model_args) -> dict:
     from trl import SFTTrainer
 
     check_training_settings(training_args)
+    training_args = in_native_precision(training_args)
     output_dir = Path(training_args.output_dir)
     settings = _settings(args, training_args, model_args)
     report_path = output_dir / ADAPT_FILE

@@ -40,7 +40,7 @@ from .format.collect_rows import read_collect_row, task_filename, write_collect_
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .monitor import ForgettingMonitorCallback
-from .run_settings import check_training_settings, result_settings
+from .run_settings import check_training_settings, in_native_precision, result_settings
 from .scoring import SCORE_DTYPES, cast_for_scoring, exact_match_scores, score_examples
 from .training_data import PREPARATION, TrainingRows, prepare_training_rows
 from .training_guard import ParameterUpdateGuard
@@ -227,6 +227,7 @@ class Collector:
 
     def __init__(self, args: CollectArguments, training_args, model_args):
         check_training_settings(training_args)
+        training_args = in_native_precision(training_args)
         self.args, self.training_args, self.model_args = args, training_args, model_args
         self.output_dir = Path(training_args.output_dir)
         self.rows_dir = self.output_dir / "rows"

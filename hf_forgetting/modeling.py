@@ -107,6 +107,19 @@ def model_identity(name_or_path: str) -> str:
     return str(path.resolve()) if path.exists() else name_or_path
 
 
+def bf16_supported(device) -> bool:
+    """Whether ``device`` (a `torch.device` or its name) computes bfloat16 natively: CUDA with bf16, a CPU
+    with AVX512-BF16 or AMX (torch 2.13 has no public test of these; on other CPUs bf16 is emulated)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return device.type in ("xpu", "mps")
+
+
 def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device=None, tokenizer_only: bool = False):
     """`(AutoModelForCausalLM, AutoTokenizer)` as a `ModelConfig` describes them.
 

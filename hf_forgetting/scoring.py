@@ -25,6 +25,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from .modeling import bf16_supported
+
 __all__ = [
     "SCORE_DTYPES", "bf16_supported", "cast_for_scoring", "exact_match_scores", "normalize_answer", "score_examples",
     "tokenize_for_scoring",
@@ -101,16 +103,6 @@ def tokenize_for_scoring(
 # ---------------------------------------------------------------------------------------------
 # Precision
 # ---------------------------------------------------------------------------------------------
-
-
-def bf16_supported(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bfloat16 matmuls natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return device.type in ("xpu", "mps")
 
 
 def cast_for_scoring(model, score_dtype: str):

@@ -198,6 +198,24 @@ def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator(tmp_path):
     assert _without_accelerator(["--config", str(recipe)]) == ["--config", str(recipe)]  # in the recipe too
 
 
+def test_bf16_on_a_cpu_without_native_bf16_trains_in_float32(monkeypatch):
+    """bf16 autocast is emulated on a CPU without AVX512-BF16 or AMX (the adapt recipe's first step took
+    124 s): every stage trains in float32 instead, says so in one line, and records float32."""
+    from trl import SFTConfig
+
+    from hf_forgetting import modeling, run_settings
+    from hf_forgetting.replay import ReplayConfig
+
+    monkeypatch.setattr(modeling, "bf16_supported", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bf16 .* training in float32"):
+        args = run_settings.in_native_precision(SFTConfig(output_dir="out", bf16=True, use_cpu=True))
+    assert not args.bf16 and args.mixed_precision == "no" and run_settings.result_settings(args)["bf16"] is False
+    with pytest.warns(UserWarning, match="training in float32"):
+        assert not ReplayConfig(output_dir="out", bf16=True, use_cpu=True).bf16
+    monkeypatch.setattr(modeling, "bf16_supported", lambda device: True)
+    assert run_settings.in_native_precision(SFTConfig(output_dir="out", bf16=True, use_cpu=True)).bf16
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

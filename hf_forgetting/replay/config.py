@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from ..run_settings import check_training_settings
+from ..run_settings import check_training_settings, trains_in_emulated_bf16
 
 REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online", "masked")
 REPLAY_SELECTIONS = ("sample", "max")
@@ -100,6 +100,8 @@ class ReplayConfig(SFTConfig):
     mir_refresh_steps: int = field(default=10, metadata={"help": "Optimizer steps between MIR refreshes."})
 
     def __post_init__(self):
+        if trains_in_emulated_bf16(self):
+            self.bf16 = False
         super().__post_init__()
         check_training_settings(self)
         if self.replay_strategy not in REPLAY_STRATEGIES:
