@@ -1,6 +1,7 @@
 """What the forgetting-explorer Space computes, without any UI: open a matrix and a predictor,
 predict a new task's row from a few measurements or (weaker) from a few of its inputs alone, and
-describe the prediction (top examples with their text, histogram, the task among the known ones).
+describe the prediction (top examples with their text; a histogram and the task among the known
+ones as data frames that the browser draws, so that no figure is rendered on the request path).
 
 Every bad input raises ``ExplorerInputError`` with a message meant for a person.
 
@@ -62,6 +63,10 @@ class Workspace:
             if self._map is None:
                 self._map = MFPredictor.fitted_on(self.matrix)
         return self._map
+
+    def zero_shot_ready(self) -> bool:
+        """Whether a zero-shot query will be quick (the known tasks' inputs are loaded and encoded)."""
+        return self._task_embeddings is not None
 
     def task_embeddings(self, encoder=None) -> np.ndarray:
         """Unit mean embedding of each known task's inputs (computed once)."""
@@ -353,43 +358,45 @@ class CsvFiles:
         return path
 
 
-def histogram_figure(workspace: Workspace, prediction: Prediction):
-    from .plots import detached_figure
+def histogram_frame(workspace: Workspace, prediction: Prediction):
+    """The predicted row and the known tasks' measured entries as two frequency polygons over one set
+    of bins (the known tasks' counts scaled to one row, so that heights compare), for the browser to draw."""
+    import pandas as pd
 
-    figure, axes = detached_figure((6, 3.2))
     observed = workspace.matrix.values[workspace.matrix.mask]
-    # one set of bins for both, so that bar heights compare (the known tasks' counts rescaled to one row)
     bins = np.histogram_bin_edges(np.concatenate([prediction.values, observed]), bins=40)
-    axes.hist(prediction.values, bins=bins, color="#c0392b", alpha=0.8, label="new task (predicted)")
-    axes.hist(observed, bins=bins, color="#7f8c8d", alpha=0.4, weights=np.full(observed.size, len(prediction.values) / max(observed.size, 1)),
-              label="known tasks (measured, per row)")
-    axes.axvline(0, color="black", linewidth=0.8)
-    axes.set_xlabel("forgetting (increase in mean token NLL)" if workspace.matrix.metric == "nll_increase" else "exact-match drop")
-    axes.set_ylabel("upstream examples")
-    axes.legend(fontsize=8)
-    return figure
+    centres = np.round((bins[:-1] + bins[1:]) / 2, 5)  # bins are float64 (JSON without float32 digits)
+    new = np.histogram(prediction.values, bins)[0].astype(float)
+    known = np.histogram(observed, bins)[0] * (len(prediction.values) / max(observed.size, 1))
+    return pd.DataFrame({
+        "forgetting": np.concatenate([centres, centres]),
+        "upstream examples": np.round(np.concatenate([new, known]), 2),
+        "series": [NEW_TASK_SERIES] * len(centres) + [KNOWN_TASKS_SERIES] * len(centres),
+    })
 
 
-def task_map_figure(workspace: Workspace, prediction: Prediction):
-    """Known tasks and the new one on the two leading principal axes of their [bias, factors]."""
-    from .plots import detached_figure
+NEW_TASK_SERIES, KNOWN_TASKS_SERIES = "new task (predicted)", "known tasks (measured, per row)"
+NEW_TASK, KNOWN_TASK = "new task", "known task"
+
+
+def task_map_frame(workspace: Workspace, prediction: Prediction):
+    """Every known task and the new one on the two leading principal axes of their [bias, factors],
+    with each task's name and mean forgetting (for tooltips), for the browser to draw."""
+    import pandas as pd
 
     known = workspace.map_model().known_task_positions()
     centre = known.mean(0)
     _, _, axes_t = np.linalg.svd(known - centre, full_matrices=False)
     basis = axes_t[:2].T if axes_t.shape[0] >= 2 else np.hstack([axes_t.T, np.zeros((known.shape[1], 1))])
-    points, new = (known - centre) @ basis, (prediction.position - centre) @ basis
-    figure, axes = detached_figure((6, 4.5))
-    means = np.nanmean(workspace.matrix.values, axis=1)
-    scatter = axes.scatter(points[:, 0], points[:, 1], c=means, cmap="RdBu_r", s=40, edgecolors="black", linewidths=0.5)
-    for (x, y), name in zip(points, workspace.matrix.task_ids):
-        axes.annotate(name[:24], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axes.scatter([new[0]], [new[1]], marker="*", s=260, color="gold", edgecolors="black", label="new task")
-    figure.colorbar(scatter, ax=axes, label="mean forgetting of the task")
-    axes.set_xlabel("task factor axis 1")
-    axes.set_ylabel("task factor axis 2")
-    axes.legend(fontsize=8, loc="best")
-    return figure
+    points = np.vstack([(known - centre) @ basis, (prediction.position - centre) @ basis])
+    means = np.append(np.nanmean(workspace.matrix.values, axis=1), prediction.values.mean()).astype(np.float64)
+    return pd.DataFrame({
+        "task factor axis 1": np.round(points[:, 0], 5),
+        "task factor axis 2": np.round(points[:, 1], 5),
+        "kind": [KNOWN_TASK] * len(workspace.matrix.task_ids) + [NEW_TASK],
+        "task": [*workspace.matrix.task_ids, NEW_TASK],
+        "mean forgetting": np.round(means, 5),
+    })
 
 
 def summary_markdown(workspace: Workspace, prediction: Prediction) -> str:

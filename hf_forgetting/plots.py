@@ -86,15 +86,6 @@ def pyplot():
     return plt
 
 
-def detached_figure(figsize: tuple[float, float]):
-    """``(figure, axes)`` outside pyplot's global figure registry, so that threads serving requests
-    at once (the Space) never share it; not shown, not closed, freed with its last reference."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=figsize, layout="constrained")
-    return figure, figure.add_subplot()
-
-
 def plot_r2_by_rank(report: dict, path: str | Path) -> Path:
     """R^2 of the rank-k SVD fit against k, with the simpler models as reference lines."""
     plt = pyplot()

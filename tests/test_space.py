@@ -107,7 +107,14 @@ def test_predict_from_a_table_matches_the_predictor(space):
     assert len(top["data"]) == 7
     assert [row[1] for row in top["data"]] == [matrix.example_ids[j] for j in np.argsort(-expected, kind="stable")[:7]]
     assert "from 30 measured examples" in summary
-    assert histogram["type"] == "matplotlib" and task_map["type"] == "matplotlib"
+    # the plots are data for the browser: two frequency polygons over one set of bins, and every task
+    hist = {series: [row for row in histogram["data"] if row[2] == series] for series in {row[2] for row in histogram["data"]}}
+    predicted_series, known_series = hist["new task (predicted)"], hist["known tasks (measured, per row)"]
+    assert [row[0] for row in predicted_series] == [row[0] for row in known_series]  # shared bins
+    assert sum(row[1] for row in predicted_series) == matrix.shape[1]
+    assert sum(row[1] for row in known_series) == pytest.approx(matrix.shape[1], abs=0.1)  # rescaled to one row
+    assert task_map["columns"][:3] == ["task factor axis 1", "task factor axis 2", "kind"]
+    assert [row[3] for row in task_map["data"]] == [*matrix.task_ids, "new task"]
 
 
 def test_predict_from_a_csv_upload(space, tmp_path):
@@ -158,7 +165,7 @@ def test_bad_measurements_are_explained(space, rows, message):
     assert message in str(error.value)
 
 
-def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(space, tmp_path, hub):
+def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(space, tmp_path, hub, capfd):
     client = space["client"]
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("id,forgetting\nex/1,0.1\n")
@@ -173,6 +180,8 @@ def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(spac
             client.predict(*arguments, api_name="/predict")
         assert message in str(error.value)
     assert "10 tasks" in client.predict(space["folder"], "", api_name="/open_matrix")
+    log = capfd.readouterr().err
+    assert log.count("forgetting-explorer: input refused: ") == len(cases) and "Traceback" not in log  # a line each
 
 
 def test_the_space_opens_no_path_of_the_server_and_answers_every_path_alike(space, tmp_path):
@@ -270,8 +279,8 @@ def test_table_from_the_ui_with_blank_rows(space):
 @pytest.mark.integration
 def test_embedded_default_shows_texts_and_zero_shot_estimate(space):
     client = space["client"]
-    table = client.predict("embedded", "", api_name="/example_measurements")
-    assert len(table["data"]) == 30
+    table, note = client.predict("embedded", "", api_name="/example_measurements")
+    assert len(table["data"]) == 30 and "qa_wikidata**, a task already in the matrix" in note
     summary, top, *_ = client.predict("embedded", "", table, None, 5, api_name="/predict")
     assert all(len(row[3]) > 20 for row in top["data"]), "upstream texts are shown"
     summary, top, *_ = client.predict(
@@ -299,15 +308,29 @@ def test_in_a_real_browser(space, tmp_path):
         page.locator("#matrix-info").get_by_text("12 tasks x 200 upstream examples").wait_for(timeout=60_000)
         page.get_by_role("button", name="Fill in an example").click()
         page.get_by_text("austen/mansfieldpark/1103").first.wait_for(timeout=30_000)
+        page.locator("#fill-note").get_by_text("a task already in the matrix").wait_for(timeout=30_000)
         page.get_by_role("button", name="Predict forgetting").click()
         page.locator("#summary").get_by_text("predicted forgotten").wait_for(timeout=60_000)
+        for plot in ("#histogram", "#task-map"):  # drawn by the browser (vega), with their legends
+            page.locator(f"{plot} svg.marks, {plot} canvas").first.wait_for(timeout=30_000)
+        legends = [page.locator(plot).get_by_text(entry).count() for plot, entry in
+                   (("#histogram", "new task (predicted)"), ("#task-map", "known task"))]
         first_row = page.locator('#top-table [role="row"][data-index="0"] [role="gridcell"]')
         cells = [text.strip() for text in first_row.all_inner_texts()]
+        header_lines = page.locator("#top-table thead th").evaluate_all(  # line boxes of each header's text
+            "ths => ths.map(th => { const w = document.createTreeWalker(th, NodeFilter.SHOW_TEXT); let n, most = 0;"
+            " while ((n = w.nextNode())) { if (!n.textContent.trim()) continue; const r = document.createRange();"
+            " r.selectNodeContents(n); most = Math.max(most, new Set([...r.getClientRects()].map(x => Math.round(x.top))).size); }"
+            " return most; })")
         screenshot = tmp_path / "forgetting-explorer.png"
         page.screenshot(path=str(screenshot), full_page=True)
+        page.get_by_role("tab", name="Zero-shot from task inputs (weaker)").click()  # a new input: the old answer goes
+        page.locator("#summary").get_by_text("predicted forgotten").wait_for(state="detached", timeout=30_000)
         browser.close()
     assert cells[0] == "1" and cells[1].count("/") >= 2, f"rank 1 and an example id in the first row: {cells}"
     assert float(cells[2]) > 0 and len(cells[3]) > 20, f"a positive prediction and the example's text: {cells}"
+    assert all(legends), f"legends of both plots: {legends}"
+    assert header_lines == [1, 1, 1, 1], f"every header on one line: {header_lines}"
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("SPACE_SCREENSHOT"):
         shutil.copy(screenshot, os.environ["SPACE_SCREENSHOT"])

@@ -12,7 +12,9 @@ Every computation is a named API endpoint (`gradio_client.Client(url).view_api()
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -33,11 +35,17 @@ PREDICTION_HEADERS = ["rank", "example_id", "predicted", "text"]
 EXAMPLE_TASK_INPUTS = "What is the capital of France?\nWho wrote Pride and Prejudice?\nWhen did the Berlin Wall fall?"
 
 
+def _refused(error: ExplorerInputError) -> gr.Error:
+    """Input the explorer cannot use: a message for the person, one line in the server log (no traceback)."""
+    print(f"forgetting-explorer: input refused: {error}", file=sys.stderr, flush=True)
+    return gr.Error(str(error), print_exception=False)
+
+
 def _workspace(matrix_source: str, predictor_source: str) -> explorer.Workspace:
     try:
         return WORKSPACES.get(matrix_source, predictor_source)
     except ExplorerInputError as error:
-        raise gr.Error(str(error)) from None
+        raise _refused(error) from None
 
 
 def open_matrix(matrix_source: str, predictor_source: str) -> str:
@@ -50,8 +58,8 @@ def _describe(workspace, prediction, top_n):
     return (
         explorer.summary_markdown(workspace, prediction),
         explorer.top_forgotten(workspace, prediction, top_n),
-        explorer.histogram_figure(workspace, prediction),
-        explorer.task_map_figure(workspace, prediction),
+        explorer.histogram_frame(workspace, prediction),
+        explorer.task_map_frame(workspace, prediction),
         str(csv_path),
     )
 
@@ -67,17 +75,19 @@ def predict(matrix_source: str, predictor_source: str, measurements, measurement
         ids, values = explorer.parse_measurements(rows, workspace)
         return _describe(workspace, explorer.predict_from_measurements(workspace, ids, values), int(top_n or 20))
     except ExplorerInputError as error:
-        raise gr.Error(str(error)) from None
+        raise _refused(error) from None
 
 
-def predict_zero_shot(matrix_source: str, predictor_source: str, task_inputs: str, top_n: float):
+def predict_zero_shot(matrix_source: str, predictor_source: str, task_inputs: str, top_n: float, progress=gr.Progress()):  # noqa: B008 - how gradio asks for one
     """The weaker estimate from a few inputs of the new task alone (sentence-embedding similarity)."""
     workspace = _workspace(matrix_source, predictor_source)
     try:
+        if not workspace.zero_shot_ready():
+            progress(None, desc="Loading the sentence encoder and encoding the known tasks' inputs (first zero-shot query only)")
         prediction = explorer.predict_zero_shot(workspace, (task_inputs or "").splitlines())
         return _describe(workspace, prediction, int(top_n or 20))
     except ExplorerInputError as error:
-        raise gr.Error(str(error)) from None
+        raise _refused(error) from None
 
 
 def _table_rows(table) -> list[list]:
@@ -95,12 +105,35 @@ def _table_rows(table) -> list[list]:
 
 
 def example_measurements(matrix_source: str, predictor_source: str):
-    """A filled-in table to try: 30 examples of a known task's row (for demonstration)."""
+    """A filled-in table to try, and a note saying where it comes from: 30 measured entries of the
+    matrix's first task (a known task: its predicted row reproduces what the predictor was fitted on)."""
     workspace = _workspace(matrix_source, predictor_source)
     matrix = workspace.matrix
     row = matrix.values[0]
     columns = [j for j in range(matrix.shape[1]) if row[j] == row[j]][:: max(1, matrix.shape[1] // 30)][:30]
-    return [[matrix.example_ids[j], round(float(row[j]), 5)] for j in columns]
+    note = (
+        f"Filled in with {len(columns)} measured entries of **{matrix.task_ids[0]}**, a task already in the "
+        "matrix, so the prediction mostly reproduces its known row. For a real prediction, enter the forgetting "
+        "you measured on a new task (e.g. the measured.csv of `hf-forgetting measure`)."
+    )
+    return [[matrix.example_ids[j], round(float(row[j]), 5)] for j in columns], note
+
+
+def clear_results():
+    """Empty outputs: a new input or tab never shows the previous answer (or its error) as if it were its own."""
+    return "", None, None, None, None
+
+
+MATRIX_NOT_OPENED = "_Press **Open matrix** to see this matrix and its low-rank report._"
+
+
+def warm_up_zero_shot(matrix_source: str = explorer.EMBEDDED_SOURCE) -> None:
+    """Load the sentence encoder and encode the embedded matrix's tasks at start-up, off the request path."""
+    try:
+        WORKSPACES.get(matrix_source, "").task_embeddings()
+        print("forgetting-explorer: zero-shot estimates ready", file=sys.stderr, flush=True)
+    except Exception as error:  # noqa: BLE001 - the first zero-shot query will say what is wrong
+        print(f"forgetting-explorer: zero-shot warm-up skipped: {error}", file=sys.stderr, flush=True)
 
 
 def build_app() -> gr.Blocks:
@@ -118,36 +151,62 @@ def build_app() -> gr.Blocks:
         with gr.Accordion("The matrix and its low-rank report", open=False):
             matrix_info = gr.Markdown(elem_id="matrix-info")
         top_n = gr.Number(value=20, precision=0, label="Top-N most forgotten to list")
-        with gr.Tab("Measured examples (best)"):
+        with gr.Tab("Measured examples (best)") as measured_tab:
             measurements = gr.Dataframe(
                 headers=["example_id", "value"], datatype=["str", "number"], row_count=5, column_count=2,
                 label="Measured forgetting: example_id, value (increase in mean token NLL)", interactive=True,
+                column_widths=["75%", "25%"],
             )
+            fill_note = gr.Markdown(elem_id="fill-note")
             measurements_csv = gr.File(label="...or upload a CSV with columns example_id,forgetting", file_types=[".csv"], type="filepath")
             with gr.Row():
                 fill_button = gr.Button("Fill in an example")
                 predict_button = gr.Button("Predict forgetting", variant="primary")
-        with gr.Tab("Zero-shot from task inputs (weaker)"):
+        with gr.Tab("Zero-shot from task inputs (weaker)") as zero_shot_tab:
             task_inputs = gr.Textbox(lines=6, value=EXAMPLE_TASK_INPUTS, label="A few inputs of the new task, one per line")
             zero_shot_button = gr.Button("Estimate without measurements")
         summary = gr.Markdown(elem_id="summary")
-        top_table = gr.Dataframe(headers=PREDICTION_HEADERS, label="Most forgotten (predicted)", elem_id="top-table", wrap=True)
+        top_table = gr.Dataframe(
+            headers=PREDICTION_HEADERS, label="Most forgotten (predicted)", elem_id="top-table", wrap=True,
+            column_widths=["6%", "34%", "10%", "50%"], max_height=900, interactive=False,
+        )
         with gr.Row():
-            histogram = gr.Plot(label="Predicted forgetting, all upstream examples")
-            task_map = gr.Plot(label="The new task among the known tasks")
+            histogram = gr.LinePlot(
+                x="forgetting", y="upstream examples", color="series", elem_id="histogram", height=320,
+                title="Predicted forgetting of every upstream example", color_title="",
+                x_title="forgetting (increase in mean token NLL)", y_title="upstream examples (per row)",
+                label="Histogram (shared bins)", show_label=False,
+            )
+            task_map = gr.ScatterPlot(
+                x="task factor axis 1", y="task factor axis 2", color="kind", elem_id="task-map", height=320,
+                title="The new task among the known tasks", tooltip=["task", "mean forgetting"], color_title="",
+                color_map={explorer.NEW_TASK: "#d62728", explorer.KNOWN_TASK: "#7f7f7f"},
+                label="Task map", show_label=False,
+            )
+        gr.Markdown("Left: the predicted row against the known tasks' measured rows, over the same bins. Right: every "
+                    "known task as a point on the two leading axes of the tasks' factors (hover for its name and mean "
+                    "forgetting); tasks close together forget the same upstream examples.")
         csv_file = gr.File(label="Predicted forgetting of every upstream example (CSV)")
 
         outputs = [summary, top_table, histogram, task_map, csv_file]
         sources = [matrix_source, predictor_source]
         open_button.click(open_matrix, sources, matrix_info, api_name="open_matrix")
-        fill_button.click(example_measurements, sources, measurements, api_name="example_measurements")
+        fill_button.click(example_measurements, sources, [measurements, fill_note], api_name="example_measurements")
         predict_button.click(predict, [*sources, measurements, measurements_csv, top_n], outputs, api_name="predict")
         zero_shot_button.click(predict_zero_shot, [*sources, task_inputs, top_n], outputs, api_name="predict_zero_shot")
+        for changed in (matrix_source.change, predictor_source.change, measurements.change, measurements_csv.change,
+                        task_inputs.change, measured_tab.select, zero_shot_tab.select):
+            changed(clear_results, None, outputs, api_name=False, show_progress="hidden", queue=False)
+        for changed in (matrix_source.change, predictor_source.change, measurements.input):
+            changed(lambda: "", None, fill_note, api_name=False, show_progress="hidden", queue=False)
+        for changed in (matrix_source.change, predictor_source.change):
+            changed(lambda: MATRIX_NOT_OPENED, None, matrix_info, api_name=False, show_progress="hidden", queue=False)
         app.load(open_matrix, sources, matrix_info, api_name=False)
     return app
 
 
 if __name__ == "__main__":
+    threading.Thread(target=warm_up_zero_shot, name="zero-shot-warm-up", daemon=True).start()
     build_app().queue(default_concurrency_limit=int(os.environ.get("CONCURRENCY", "8"))).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     )
