@@ -144,10 +144,9 @@ def _without_accelerator(argv: list[str]) -> list[str]:
     Recipes say ``bf16: true`` as on a GPU; transformers refuses bf16 on a CPU unless `use_cpu` is set,
     and then trains in CPU bf16 autocast (fp32 weights), so one recipe runs on both.
     """
-    import torch
+    from .modeling import has_accelerator
 
-    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
-    if accelerated or any(arg.startswith("--use_cpu") for arg in argv) or "use_cpu" in _recipe_settings(argv):
+    if has_accelerator() or any(arg.startswith("--use_cpu") for arg in argv) or "use_cpu" in _recipe_settings(argv):
         return argv  # an explicit choice, on the command line or in the recipe, stays
     return [*argv, "--use_cpu", "true"]
 

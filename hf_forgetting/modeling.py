@@ -107,6 +107,13 @@ def model_identity(name_or_path: str) -> str:
     return str(path.resolve()) if path.exists() else name_or_path
 
 
+def has_accelerator() -> bool:
+    """Whether torch sees a CUDA, MPS or XPU device (training goes to the CPU otherwise)."""
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
+
+
 def bf16_supported(device) -> bool:
     """Whether ``device`` (a `torch.device` or its name) computes bfloat16 natively: CUDA with bf16, a CPU
     with AVX512-BF16 or AMX (torch 2.13 has no public test of these; on other CPUs bf16 is emulated)."""
@@ -120,7 +127,9 @@ def bf16_supported(device) -> bool:
     return device.type in ("xpu", "mps")
 
 
-def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device=None, tokenizer_only: bool = False):
+def load_model_and_tokenizer(
+    model_args: ModelConfig | str | None = None, device=None, tokenizer_only: bool = False, tokenizer_from: str | None = None
+):
     """`(AutoModelForCausalLM, AutoTokenizer)` as a `ModelConfig` describes them.
 
     Args:
@@ -132,6 +141,8 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
             Where to put the model (default: where `from_pretrained` puts it).
         tokenizer_only (`bool`, *optional*, defaults to `False`):
             Load only the tokenizer (the model is returned as `None`).
+        tokenizer_from (`str`, *optional*):
+            Another model whose tokenizer to load (default: the model's own).
 
     Returns:
         `(model, tokenizer)`; the tokenizer has a pad token (the EOS token when it had none).
@@ -151,7 +162,8 @@ def load_model_and_tokenizer(model_args: ModelConfig | str | None = None, device
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
+        tokenizer_path = resolve_model_path(tokenizer_from) if tokenizer_from else path
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, revision=None if tokenizer_from else model_args.model_revision)
         model = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise ModelNotFoundError(f"Cannot load the model {model_args.model_name_or_path!r}: {str(error).splitlines()[0]}") from None
@@ -168,7 +180,11 @@ def load_checkpoint(checkpoint: str, base_args: ModelConfig | str | None = None)
 
     base_args = ModelConfig(model_name_or_path=base_args) if base_args is None or isinstance(base_args, str) else base_args
     if not _is_adapter(checkpoint):
-        return load_model_and_tokenizer(dataclasses.replace(base_args, model_name_or_path=checkpoint))
+        saved_without_tokenizer = Path(checkpoint).is_dir() and not any(
+            (Path(checkpoint) / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        )
+        tokenizer_from = (base_args.model_name_or_path or EMBEDDED_MODEL) if saved_without_tokenizer else None
+        return load_model_and_tokenizer(dataclasses.replace(base_args, model_name_or_path=checkpoint), tokenizer_from=tokenizer_from)
     from peft import PeftModel
 
     model, tokenizer = load_model_and_tokenizer(base_args)

@@ -52,14 +52,14 @@ def trains_in_emulated_bf16(training_args) -> bool:
     """Whether `bf16=True` would train on a CPU without native bf16 (no AVX512-BF16 or AMX), where bf16
     autocast is emulated (on an AVX2-only EPYC, the adapt recipe's first bf16 step took 124 s; six float32
     steps and two scoring passes, 176 s). Says so in one line when it would; the stages then train in float32."""
-    if not getattr(training_args, "bf16", False):
+    bf16 = getattr(training_args, "bf16", False)
+    if bf16 is None:  # TRL's configs before their __post_init__: unset means bf16 unless fp16
+        bf16 = not getattr(training_args, "fp16", False)
+    if not bf16:
         return False
-    import torch
+    from .modeling import bf16_supported, has_accelerator
 
-    from .modeling import bf16_supported
-
-    accelerator = torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
-    if (accelerator and not training_args.use_cpu) or bf16_supported("cpu"):
+    if (has_accelerator() and not training_args.use_cpu) or bf16_supported("cpu"):
         return False
     warnings.warn("bf16=True: this CPU has no native bf16 (AVX512-BF16 or AMX) and would emulate it many times "
                   "slower; training in float32 (runs are recorded and cached as float32 runs)", stacklevel=3)

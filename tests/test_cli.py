@@ -205,6 +205,7 @@ def test_bf16_on_a_cpu_without_native_bf16_trains_in_float32(monkeypatch):
 
     from hf_forgetting import modeling, run_settings
     from hf_forgetting.replay import ReplayConfig
+    from hf_forgetting.replay import config as replay_config
 
     monkeypatch.setattr(modeling, "bf16_supported", lambda device: False)
     with pytest.warns(UserWarning, match="no native bf16 .* training in float32"):
@@ -212,8 +213,14 @@ def test_bf16_on_a_cpu_without_native_bf16_trains_in_float32(monkeypatch):
     assert not args.bf16 and args.mixed_precision == "no" and run_settings.result_settings(args)["bf16"] is False
     with pytest.warns(UserWarning, match="training in float32"):
         assert not ReplayConfig(output_dir="out", bf16=True, use_cpu=True).bf16
+    with pytest.warns(UserWarning, match="training in float32"):  # TRL's default (bf16 unset) too
+        config = ReplayConfig(output_dir="out", use_cpu=True)
+    assert not config.bf16 and config.mixed_precision == "no"
     monkeypatch.setattr(modeling, "bf16_supported", lambda device: True)
     assert run_settings.in_native_precision(SFTConfig(output_dir="out", bf16=True, use_cpu=True)).bf16
+    monkeypatch.setattr(replay_config, "has_accelerator", lambda: False)  # TRL's default bf16 works without use_cpu
+    config = ReplayConfig(output_dir="out")
+    assert config.use_cpu and config.bf16
 
 
 @pytest.mark.parametrize(

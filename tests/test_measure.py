@@ -106,6 +106,18 @@ def test_without_a_matrix_or_predictor_only_the_probes_are_measured(data_files, 
     assert "to complete the row of all 12 upstream examples" in result.summary
 
 
+def test_a_checkpoint_saved_without_its_tokenizer_gets_the_base_models(tiny_checkpoint, tmp_path):
+    """`model.save_pretrained(folder)` alone (no tokenizer files) is a usable checkpoint."""
+    import torch
+
+    model, _ = load_model_and_tokenizer(str(fine_tune(tiny_checkpoint, tmp_path / "tuned")))
+    model.save_pretrained(tmp_path / "weights-only")
+    tuned, tokenizer = load_checkpoint(str(tmp_path / "weights-only"), str(tiny_checkpoint))
+    _, base_tokenizer = load_model_and_tokenizer(str(tiny_checkpoint), tokenizer_only=True)
+    assert tokenizer.get_vocab() == base_tokenizer.get_vocab()
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values()))
+
+
 def test_bad_measure_arguments():
     with pytest.raises(ValueError, match="k and top must be >= 1"):
         MeasureArguments(checkpoint="c", k=0)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from ..modeling import has_accelerator
 from ..run_settings import check_training_settings, trains_in_emulated_bf16
 
 REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online", "masked")
@@ -100,6 +101,8 @@ class ReplayConfig(SFTConfig):
     mir_refresh_steps: int = field(default=10, metadata={"help": "Optimizer steps between MIR refreshes."})
 
     def __post_init__(self):
+        if not self.use_cpu and not has_accelerator():
+            self.use_cpu = True  # as the CLI does, so that settings written for a GPU (bf16) run on a CPU
         if trains_in_emulated_bf16(self):
             self.bf16 = False
         super().__post_init__()
