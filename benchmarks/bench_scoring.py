@@ -7,8 +7,14 @@ The naive loop is what one writes first: one example at a time, full logits, log
 vocabulary, NLL of the scored tokens. Both must give the same numbers (max |diff| is printed); the
 table gives scored tokens per second and the speed ratio.
 
-On a CUDA device, ``--random-init --config-from <model>`` times a randomly initialised model built
-from a config (e.g. a 1B architecture) in bf16 and reports the fraction of the card's bf16 peak.
+On a CUDA device (issue 14, item 4; nothing is downloaded, so it runs on a machine without the Hub):
+
+    python benchmarks/bench_scoring.py --llama-1b --dtype bfloat16 --num-examples 1024 --max-length 512 --batch-size 32
+
+times a randomly initialised 1.1B Llama-style model (TinyLlama-1.1B's architecture, built from a
+config here, with the embedded tokenizer's vocabulary) in bf16, measures the device's dense matmul
+peak in the same run (8192^3 matmuls in that dtype) and reports each method's fraction of it
+(forward FLOPs counted as 2 x parameters x scored tokens).
 """
 
 from __future__ import annotations
@@ -53,6 +59,22 @@ def timed(function, repeats: int):
     return best, result
 
 
+def llama_1b_config(vocab_size: int):
+    """TinyLlama-1.1B's architecture (1.1B parameters), with the given vocabulary."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                       num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048, rope_theta=10000.0)
+
+
+def matmul_peak_tflops(device: str, dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> float:
+    """The device's dense matmul throughput in `dtype`, measured now (TFLOP/s)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds, _ = timed(lambda: [a @ b for _ in range(repeats)], 3)
+    return 2 * size**3 * repeats / seconds / 1e12
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED_MODEL)
@@ -63,7 +85,9 @@ def main() -> None:
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--bf16-row", action="store_true", help="also time score_examples on a bf16 copy (accuracy shown)")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak, for the MFU column")
+    parser.add_argument("--llama-1b", action="store_true", help="a random 1.1B Llama-style model built from a config")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense peak for the %% of peak column (default on CUDA: measured in this run)")
     args = parser.parse_args()
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -72,7 +96,9 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     path = resolve_model_path(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if args.random_init:
+    if args.llama_1b:
+        model = AutoModelForCausalLM.from_config(llama_1b_config(len(tokenizer)), dtype=dtype)
+    elif args.random_init:
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -97,7 +123,11 @@ def main() -> None:
             args.repeats,
         )
         rows.append(("score_examples, bf16 weights", half_time, np.nanmax(np.abs(half_scores - naive))))
-    print(f"\nmodel {args.model} ({parameters / 1e6:.0f}M parameters, {args.dtype}, {device}, "
+    if args.peak_tflops is None and device == "cuda":
+        args.peak_tflops = matmul_peak_tflops(device, dtype)
+        print(f"\nmeasured dense matmul peak: {args.peak_tflops:.0f} TFLOP/s ({args.dtype}, 8192^3)")
+    name = "random Llama-1.1B (TinyLlama's architecture)" if args.llama_1b else args.model
+    print(f"\nmodel {name} ({parameters / 1e6:.0f}M parameters, {args.dtype}, {device}, "
           f"threads {torch.get_num_threads()}); {len(dataset)} examples, {tokens} scored tokens, "
           f"max_length {args.max_length}, batch {args.batch_size}, best of {args.repeats}\n")
     header = "| method | seconds | tokens/s | speed-up | max abs diff vs naive |"
