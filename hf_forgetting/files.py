@@ -7,9 +7,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # pyarrow (0.2 s to import) loads with the first parquet file written, not with `hf-forgetting --help`
+    import pyarrow as pa
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -32,6 +33,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_parquet(path: str | os.PathLike, table: pa.Table) -> Path:
+    import pyarrow.parquet as pq
+
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 

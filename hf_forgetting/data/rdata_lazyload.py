@@ -14,10 +14,10 @@ import warnings
 import zlib
 from pathlib import Path
 
-import rdata
-
 
 def _parse_rds(raw: bytes):
+    import rdata  # with pandas and xarray, 0.6 s to import: only when R data is read
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns that a headerless stream is "assumed RDS"
         return rdata.conversion.convert(rdata.parser.parse_data(raw))
