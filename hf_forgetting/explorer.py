@@ -358,6 +358,10 @@ class CsvFiles:
         return path
 
 
+NEW_TASK_SERIES, KNOWN_TASKS_SERIES = "new task (predicted)", "known tasks (measured, per row)"
+NEW_TASK, KNOWN_TASK = "new task", "known task"
+
+
 def histogram_frame(workspace: Workspace, prediction: Prediction):
     """The predicted row and the known tasks' measured entries as two frequency polygons over one set
     of bins (the known tasks' counts scaled to one row, so that heights compare), for the browser to draw."""
@@ -373,10 +377,6 @@ def histogram_frame(workspace: Workspace, prediction: Prediction):
         "upstream examples": np.round(np.concatenate([new, known]), 2),
         "series": [NEW_TASK_SERIES] * len(centres) + [KNOWN_TASKS_SERIES] * len(centres),
     })
-
-
-NEW_TASK_SERIES, KNOWN_TASKS_SERIES = "new task (predicted)", "known tasks (measured, per row)"
-NEW_TASK, KNOWN_TASK = "new task", "known task"
 
 
 def task_map_frame(workspace: Workspace, prediction: Prediction):
@@ -400,10 +400,13 @@ def task_map_frame(workspace: Workspace, prediction: Prediction):
 
 
 def summary_markdown(workspace: Workspace, prediction: Prediction) -> str:
+    from .plots import metric_label
+
     values = prediction.values
     lines = [
         f"**{prediction.method}**",
-        f"Predicted forgetting of {len(values)} upstream examples: mean {values.mean():+.4f}, "
+        f"Predicted forgetting ({metric_label(workspace.matrix.metric)}) of {len(values)} upstream examples: "
+        f"mean {values.mean():+.4f}, "
         f"{(values > 0).mean():.0%} predicted forgotten (> 0), max {values.max():+.4f}.",
     ]
     if prediction.similarities:

@@ -57,7 +57,7 @@ def heatmap_figure(matrix: ForgettingMatrix, title: str | None = None):
     axes.set_yticks(range(len(rows)), [matrix.task_ids[i] for i in rows], fontsize=8)
     axes.set_xlabel(f"upstream examples ({matrix.shape[1]}), sorted by mean forgetting")
     axes.set_ylabel("task (sorted by mean)")
-    label = "increase in mean token NLL" if matrix.metric == "nll_increase" else "exact-match drop"
+    label = metric_label(matrix.metric)
     if clipped:
         label += f"\n({clipped} cells beyond +-{limit:.3g} shown at the ends)"
     figure.colorbar(image, ax=axes, label=label, extend="both" if clipped else "neither")
@@ -75,6 +75,11 @@ def heatmap_figure(matrix: ForgettingMatrix, title: str | None = None):
     else:
         axes.set_title(title or f"Forgetting matrix ({matrix.shape[0]} tasks x {matrix.shape[1]} examples)")
     return figure
+
+
+def metric_label(metric: str) -> str:
+    """What a matrix's values measure, for axis and colour-bar labels."""
+    return "increase in mean token NLL" if metric == "nll_increase" else "exact-match drop"
 
 
 def pyplot():

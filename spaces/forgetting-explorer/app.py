@@ -174,7 +174,7 @@ def build_app() -> gr.Blocks:
             histogram = gr.LinePlot(
                 x="forgetting", y="upstream examples", color="series", elem_id="histogram", height=320,
                 title="Predicted forgetting of every upstream example", color_title="",
-                x_title="forgetting (increase in mean token NLL)", y_title="upstream examples (per row)",
+                x_title="forgetting (the matrix's metric, named in the summary)", y_title="upstream examples (per row)",
                 label="Histogram (shared bins)", show_label=False,
             )
             task_map = gr.ScatterPlot(
