@@ -4,6 +4,8 @@ Values here are synthetic (random numbers), used only to test storage and valida
 """
 
 import json
+import os
+import stat
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +40,23 @@ def test_save_load_round_trip(matrix, tmp_path):
         "forgetting.parquet",
         "forgetting_matrix.json",
     ]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_saved_files_have_the_mode_open_would_give_them(matrix, tmp_path, umask):
+    """Files are written atomically through a private temporary file; the result must not stay private
+    (a matrix on a shared disk is read by colleagues), nor be wider than the umask allows."""
+    previous = os.umask(umask)
+    try:
+        matrix.save(tmp_path / "m")
+        (tmp_path / "plain.txt").write_text("made by open()")
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "m").iterdir()} == {
+        name: expected for name in ("examples.parquet", "forgetting.parquet", "forgetting_matrix.json")
+    }
 
 
 def test_parquet_is_readable_by_datasets(matrix, tmp_path):
