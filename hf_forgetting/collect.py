@@ -373,9 +373,12 @@ class Collector:
         if monitor is not None:
             monitor.plot = False
             trainer.add_callback(monitor)
+        training_started = time.time()
         result = trainer.train()
+        scoring_started = time.time()
         tuned = trainer.accelerator.unwrap_model(trainer.model)
         after = self._score(tuned, tokenizer)
+        scored = time.time()
         forgetting = before - after if self.args.metric == "em_drop" else after - before
         if self.args.metric == "em_drop":
             forgetting = np.where(before > 0, forgetting, np.nan)  # only examples the base model got right
@@ -388,6 +391,8 @@ class Collector:
             "num_train_examples": len(trainer.train_dataset),  # what the trainer iterates, after TRL's preparation too
             "hollow": prepared.is_hollow(self.args.min_train_fraction),
             "seconds": round(time.time() - started, 1),
+            "train_seconds": round(scoring_started - training_started, 1),
+            "score_seconds": round(scored - scoring_started, 1),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "world_size": self.state.num_processes,
             **({"monitor": monitor_check} if monitor_check else {}),

@@ -31,7 +31,10 @@ def test_collect_writes_rows_matrix_heatmap_and_summary(data_files, tiny_checkpo
     assert len(list((tmp_path / "rows").glob("*.parquet"))) == 3
     assert not (tmp_path / "heatmap.png").exists()  # figures are `analyze`'s: one heatmap, in analysis/
     assert "| task | mean forgetting" in (tmp_path / "summary.md").read_text()
-    assert matrix.metadata["rows"][matrix.task_ids[0]]["train_steps"] == 3
+    row = matrix.metadata["rows"][matrix.task_ids[0]]
+    assert row["train_steps"] == 3
+    assert 0 < row["train_seconds"] and 0 <= row["score_seconds"]  # where the time went (the demo's table)
+    assert row["train_seconds"] + row["score_seconds"] <= row["seconds"] + 0.1  # each rounded to 0.1 s
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
