@@ -36,7 +36,7 @@ from .data import EMBEDDED_TASKS
 from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
 from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
 from .files import atomic_write_parquet, atomic_write_text
-from .format.collect_rows import read_collect_row, task_filename, write_collect_row
+from .format.collect_rows import COLLECTED_AT_FORMAT, read_collect_row, task_filename, write_collect_row
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .monitor import ForgettingMonitorCallback
@@ -393,7 +393,7 @@ class Collector:
             "seconds": round(time.time() - started, 1),
             "train_seconds": round(scoring_started - training_started, 1),
             "score_seconds": round(scored - scoring_started, 1),
-            "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "collected_at": time.strftime(COLLECTED_AT_FORMAT, time.gmtime()),
             "world_size": self.state.num_processes,
             **({"monitor": monitor_check} if monitor_check else {}),
         }

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+from .format.collect_rows import COLLECTED_AT_FORMAT
 from .matrix import ForgettingMatrix
-
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as rows record `collected_at`
 
 
 class StageClock:
@@ -16,7 +15,7 @@ class StageClock:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.started_at = time.strftime(TIMESTAMP_FORMAT, time.gmtime())
+        self.started_at = time.strftime(COLLECTED_AT_FORMAT, time.gmtime())
 
     @contextmanager
     def __call__(self, stage: str):
@@ -29,7 +28,7 @@ class StageClock:
 
 def collection_split(matrix: ForgettingMatrix, since: str) -> dict[str, float] | None:
     """Training and scoring seconds summed over the rows collected at or after ``since`` (a
-    `TIMESTAMP_FORMAT` time), with their count; None when a row of that time does not record them."""
+    `COLLECTED_AT_FORMAT` time), with their count; None when a row of that time does not record them."""
     rows = [row for row in matrix.metadata.get("rows", {}).values() if row.get("collected_at", "") >= since]
     if not rows or not all("train_seconds" in row and "score_seconds" in row for row in rows):
         return None

@@ -21,6 +21,7 @@ from ..files import atomic_write_parquet
 
 ROW_COLUMNS = ("example_id", "score_after", "forgetting")
 PROVENANCE_KEY = b"hf_forgetting"
+COLLECTED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the provenance's `collected_at` (UTC): sorts as it reads
 
 
 def task_filename(task: str) -> str:
