@@ -1,6 +1,7 @@
 """Collect a forgetting matrix: fine-tune the base model separately on each task and score upstream examples.
 
-For each task a fresh copy of the base model is fine-tuned with TRL's ``SFTTrainer`` (full
+For each task a fresh copy of the base model is fine-tuned with TRL's ``SFTTrainer`` (as
+``LabelPositionsSFTTrainer``, which skips the LM head on prompt positions on a CPU; full
 fine-tuning, or LoRA through ``peft_config``), the upstream examples are scored before (once) and
 after, and the task's row is written atomically to ``<output_dir>/rows/``. Running again with the
 same configuration skips every finished row, so a killed run loses at most the task in progress;
@@ -354,13 +355,13 @@ class Collector:
         return prepared
 
     def _collect_row(self, task: str, prepared: TrainingRows, before: np.ndarray) -> None:
-        from trl import SFTTrainer
+        from .label_positions_loss import LabelPositionsSFTTrainer
 
         started = time.time()
         model, tokenizer = load_model_and_tokenizer(self.model_args)
         run_dir = self.output_dir / "runs" / task_filename(task).removesuffix(".parquet")
         task_args = dataclasses.replace(self.training_args, output_dir=str(run_dir), save_strategy="no", push_to_hub=False)
-        trainer = SFTTrainer(
+        trainer = LabelPositionsSFTTrainer(
             model=model,
             args=task_args,
             train_dataset=prepared.dataset,
