@@ -53,6 +53,7 @@ bench: install
 	$(PY) -m pip install --quiet "scikit-surprise==1.1.5"
 	$(PY) benchmarks/bench_scoring.py --bf16-row
 	$(PY) benchmarks/bench_completion.py
+	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_replay.py
 	$(PY) benchmarks/bench_monitor.py
 	$(PY) benchmarks/bench_space.py

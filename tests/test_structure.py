@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_forgetting"
 LAYERS = [
     ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing", "run_settings"]),
     ("numerics", ["fits", "stats", "scoring", "completion", "analysis", "plots", "embeddings", "training_data", "stage_times"]),
-    ("orchestration", ["collect", "replay", "explorer", "training_guard", "adapt", "monitor", "measure"]),
+    ("orchestration", ["collect", "replay", "explorer", "training_guard", "label_positions_loss", "adapt", "monitor", "measure"]),
     ("entry points", ["cli", "__main__", ""]),
 ]
 
