@@ -37,10 +37,12 @@ class LabelPositionsSFTTrainer(SFTTrainer):
         if hasattr(causal_lm, "get_base_model"):  # PEFT: the adapters live inside the base model's modules
             causal_lm = causal_lm.get_base_model()
         backbone_inputs = {key: value for key, value in inputs.items() if key not in ("labels", "use_cache")}
-        hidden = causal_lm.base_model(**backbone_inputs, use_cache=False).last_hidden_state[:, :-1]
         labels = inputs["labels"][:, 1:]
         labelled = labels != -100
-        logits = causal_lm.get_output_embeddings()(hidden[labelled]).float()
+        # The mixed precision accelerate gives the wrapped model's forward (`bf16=True`), which this path bypasses
+        with self.accelerator.autocast():
+            hidden = causal_lm.base_model(**backbone_inputs, use_cache=False).last_hidden_state[:, :-1]
+            logits = causal_lm.get_output_embeddings()(hidden[labelled]).float()
         token_nll = F.cross_entropy(logits, labels[labelled], reduction="sum")
         tokens = labelled.sum() if num_items_in_batch is None else num_items_in_batch
         return token_nll / torch.as_tensor(tokens, device=token_nll.device).clamp(min=1)

@@ -26,7 +26,7 @@ def task_dataset(n=16):
 
 
 def trainer(cls, tokenizer, tmp_path, model=None, **overrides):
-    args = SFTConfig(output_dir=str(tmp_path / cls.__name__), max_steps=3, **(COMMON | overrides))
+    args = SFTConfig(output_dir=str(tmp_path / cls.__name__), **(COMMON | {"max_steps": 3} | overrides))
     return cls(model=model or build_model(len(tokenizer)), args=args, train_dataset=task_dataset(), processing_class=tokenizer)
 
 
@@ -120,3 +120,17 @@ def test_dft_loss_is_left_to_trl(tiny_tokenizer, tmp_path):
     trl = trainer(SFTTrainer, tiny_tokenizer, tmp_path, loss_type="dft")
     batch = first_batch(ours)
     assert loss_and_grads(ours, batch)[0].item() == pytest.approx(loss_and_grads(trl, batch)[0].item(), rel=1e-6)
+
+
+def test_bf16_trains_in_the_mixed_precision_trl_trains_in(tiny_tokenizer, tmp_path):
+    """Accelerate puts autocast on the wrapped model's forward, which this path bypasses: it must apply it itself."""
+    computed_in = {}
+    for cls, bf16 in ((LabelPositionsSFTTrainer, True), (SFTTrainer, True), (LabelPositionsSFTTrainer, False)):
+        run = trainer(cls, tiny_tokenizer, tmp_path, bf16=bf16, max_steps=1)
+        dtypes = computed_in.setdefault((cls.__name__, bf16), set())
+        for layer in (run.model.model.layers[0].mlp.up_proj, run.model.lm_head):
+            layer.register_forward_hook(lambda module, args, output, seen=dtypes: seen.add(output.dtype))
+        run.train()
+    assert computed_in["LabelPositionsSFTTrainer", True] == {torch.bfloat16}
+    assert computed_in["SFTTrainer", True] == {torch.bfloat16}  # TRL's head reads the weight, not the module
+    assert computed_in["LabelPositionsSFTTrainer", False] == {torch.float32}
