@@ -9,9 +9,9 @@ tasks most positions are prompt: on the demo's tasks that work is about a third 
 `num_items_in_batch` (or by the batch's label tokens) — from the backbone's hidden states at the label
 positions alone, where that is the whole of TRL's loss: a single process off CUDA/XPU, `loss_type="nll"`,
 no `compute_loss_func`, label smoothing, `shift_labels`, logit scaling or soft-capping, router loss, and a
-text-only model.
-Anywhere else it is `SFTTrainer`. On its own path the token metrics TRL logs with the loss (entropy,
-mean token accuracy, token count) are not computed; the loss, gradient norm and learning rate are.
+text-only model. Anywhere else it is `SFTTrainer`. On its own path the token metrics TRL logs with the
+loss (entropy, mean token accuracy, token count) are not computed; the loss, gradient norm and learning
+rate are. It enters accelerate's autocast itself, since it calls the backbone and the head directly.
 """
 
 from __future__ import annotations
