@@ -131,6 +131,14 @@ def hub():
     HUB.clear_faults()
 
 
+# -- training the tiny model on a CPU (the loss tests' synthetic words and trainer settings) --------
+
+
+WORDS = "list dict tuple string parser logger module object integer pattern float bytes".split()
+TINY_TRAINING = dict(bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0,
+                     disable_tqdm=True, max_length=48, learning_rate=1e-2, per_device_train_batch_size=4, dataloader_num_workers=0)
+
+
 # -- collection on the tiny model (synthetic string-manipulation tasks, labelled as such) -----------
 
 

@@ -7,16 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_model
+from conftest import TINY_TRAINING, WORDS, build_model
 from datasets import Dataset
 from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 from hf_forgetting.label_positions_loss import LabelPositionsSFTTrainer
-
-WORDS = "list dict tuple string parser logger module object integer pattern float bytes".split()
-COMMON = dict(bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0,
-              disable_tqdm=True, max_length=48, learning_rate=1e-2, per_device_train_batch_size=4, dataloader_num_workers=0)
 
 
 def task_dataset(n=16):
@@ -26,7 +22,7 @@ def task_dataset(n=16):
 
 
 def trainer(cls, tokenizer, tmp_path, model=None, **overrides):
-    args = SFTConfig(output_dir=str(tmp_path / cls.__name__), **(COMMON | {"max_steps": 3} | overrides))
+    args = SFTConfig(output_dir=str(tmp_path / cls.__name__), **(TINY_TRAINING | {"max_steps": 3} | overrides))
     return cls(model=model or build_model(len(tokenizer)), args=args, train_dataset=task_dataset(), processing_class=tokenizer)
 
 
@@ -90,7 +86,7 @@ def test_lora_adapters_train_as_with_sft_trainer(tiny_tokenizer, tmp_path):
     lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     runs = []
     for cls in (LabelPositionsSFTTrainer, SFTTrainer):
-        args = SFTConfig(output_dir=str(tmp_path / cls.__name__), max_steps=3, **COMMON)
+        args = SFTConfig(output_dir=str(tmp_path / cls.__name__), max_steps=3, **TINY_TRAINING)
         run = cls(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
                   processing_class=tiny_tokenizer, peft_config=LoraConfig(**lora))
         runs.append((run.train().training_loss, {n: p.detach() for n, p in run.model.named_parameters() if "lora_B" in n}))

@@ -8,15 +8,13 @@ import copy
 
 import pytest
 import torch
-from conftest import build_model
+from conftest import TINY_TRAINING, WORDS, build_model
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
 from hf_forgetting import ReplayConfig, ReplayTrainer
 from hf_forgetting.training_guard import ParameterUpdateGuard, TrainingDidNotUpdateError
-
-WORDS = "list dict tuple string parser logger module object integer pattern float bytes".split()
 
 
 def task_dataset(n=24):
@@ -28,19 +26,15 @@ def upstream_dataset(n=12):
                               for i, w in enumerate(WORDS[:n])])
 
 
-COMMON = dict(bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True, seed=0,
-              disable_tqdm=True, max_length=48, learning_rate=1e-2, per_device_train_batch_size=4, dataloader_num_workers=0)
-
-
 def replay_config(tmp_path, weighting, **overrides):
-    settings = dict(max_steps=1, replay_strategy="random", replay_ratio=1 / 2, replay_heldout_size=2) | COMMON | overrides
+    settings = dict(max_steps=1, replay_strategy="random", replay_ratio=1 / 2, replay_heldout_size=2) | TINY_TRAINING | overrides
     return ReplayConfig(output_dir=str(tmp_path / weighting), replay_loss_weighting=weighting, **settings)
 
 
 def trained_then_copied(tokenizer, tmp_path):
     """The reproduction: a model adapted with SFTTrainer, deep-copied as TRL copies reference models."""
     base = build_model(len(tokenizer))
-    SFTTrainer(model=base, args=SFTConfig(output_dir=str(tmp_path / "base"), max_steps=1, **COMMON),
+    SFTTrainer(model=base, args=SFTConfig(output_dir=str(tmp_path / "base"), max_steps=1, **TINY_TRAINING),
                train_dataset=task_dataset(), processing_class=tokenizer).train()
     return base, copy.deepcopy(base)
 

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_model, stdlib_corpus
+from conftest import WORDS, build_model, stdlib_corpus
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from trl import SFTConfig, SFTTrainer
@@ -19,7 +19,6 @@ from trl import SFTConfig, SFTTrainer
 from hf_forgetting import ForgettingMatrix, ForgettingMonitorCallback, MFPredictor
 from hf_forgetting.format.predicted_row import read_predicted_row
 
-WORDS = "list dict tuple string parser logger module object integer pattern float bytes".split()
 COMMON = dict(per_device_train_batch_size=4, learning_rate=5e-3, bf16=False, report_to="none", use_cpu=True, seed=0,
               logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
 
