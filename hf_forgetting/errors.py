@@ -27,6 +27,10 @@ class RepoKindError(HfForgettingError, ValueError):
     """A folder or Hub repo holds another kind of artifact than the one asked for (a matrix vs a predictor)."""
 
 
+class CollectionJobError(HfForgettingError, RuntimeError):
+    """A collection job started side by side with others exited with an error; its own output says why."""
+
+
 class UnknownExampleError(HfForgettingError, KeyError):
     """Example or task ids that the matrix or predictor does not know."""
 

@@ -26,22 +26,25 @@ class StageClock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
-def collection_split(matrix: ForgettingMatrix, since: str) -> dict[str, float] | None:
+def collection_split(matrix: ForgettingMatrix, since: str, jobs: int = 1) -> dict[str, float] | None:
     """Training and scoring seconds summed over the rows collected at or after ``since`` (a
-    `COLLECTED_AT_FORMAT` time), with their count; None when a row of that time does not record them."""
+    `COLLECTED_AT_FORMAT` time), with their count; None when a row of that time does not record them.
+    Rows collected by ``jobs`` jobs side by side count each job's mean: the sums divided by ``jobs``."""
     rows = [row for row in matrix.metadata.get("rows", {}).values() if row.get("collected_at", "") >= since]
     if not rows or not all("train_seconds" in row and "score_seconds" in row for row in rows):
         return None
     return {
         "rows": len(rows),
-        "training": sum(row["train_seconds"] for row in rows),
-        "scoring": sum(row["score_seconds"] for row in rows),
+        "jobs": jobs,
+        "training": sum(row["train_seconds"] for row in rows) / jobs,
+        "scoring": sum(row["score_seconds"] for row in rows) / jobs,
     }
 
 
 def breakdown_markdown(seconds: dict[str, float], collection: str | None = None, split: dict | None = None) -> str:
     """A Markdown table of the stages' seconds and shares; the stage named ``collection`` is split into
-    its rows' training, their scoring and the rest (base-model scoring, model loading, task preparation)."""
+    its rows' training, their scoring and the rest (base-model scoring, model loading, task preparation; with
+    jobs side by side, each job's mean and the wait for the last job)."""
     total = sum(seconds.values())
     lines = ["| stage | seconds | share |", "| --- | ---: | ---: |"]
 
@@ -51,8 +54,10 @@ def breakdown_markdown(seconds: dict[str, float], collection: str | None = None,
     for stage, value in seconds.items():
         if stage == collection and split is not None:
             rest = value - split["training"] - split["scoring"]
-            line(f"{stage}: fine-tuning ({split['rows']} tasks)", split["training"])
-            line(f"{stage}: scoring the fine-tuned models ({split['rows']} passes)", split["scoring"])
+            jobs = split.get("jobs", 1)
+            side_by_side = f" in {jobs} jobs side by side, each job's mean" if jobs > 1 else ""
+            line(f"{stage}: fine-tuning ({split['rows']} tasks{side_by_side})", split["training"])
+            line(f"{stage}: scoring the fine-tuned models ({split['rows']} passes{side_by_side})", split["scoring"])
             line(f"{stage}: the rest (base-model scoring, model loading, task preparation)", rest)
         else:
             line(stage, value)

@@ -176,7 +176,10 @@ def test_demo_stage_is_listed_and_has_help(capsys):
     assert "demo" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stopped:
         cli.main(["demo", "--help"])
-    assert stopped.value.code == 0 and "--output_root" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0 and "--output_root" in out and "--collect_jobs" in out
+    assert cli.main(["demo", "--collect_jobs", "0"]) == 1
+    assert "collect_jobs must be >= 1; got 0" in capsys.readouterr().err
 
 
 def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator(tmp_path):

@@ -155,3 +155,37 @@ def test_jobs_pushing_rows_to_a_hub_repo_merge_into_the_single_job_matrix(data_f
     np.testing.assert_allclose(merged.values[order], single.values, atol=1e-6)
     assert {merged.metadata["rows"][task]["contributor"] for task in merged.task_ids} == {"alice"}
     assert len({merged.metadata["rows"][task]["source_file"] for task in merged.task_ids}) == 2  # one file per job
+
+
+@pytest.mark.slow
+def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path):
+    """`hf-forgetting demo`'s collection: two one-thread jobs over every other task, then a plain run
+    that writes the matrix."""
+    from hf_forgetting.cli import _collect_in_jobs
+
+    recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml")
+    _collect(recipe, tmp_path / "single")
+    single = ForgettingMatrix.load(tmp_path / "single" / "matrix")
+
+    jobs = tmp_path / "jobs"
+    _collect_in_jobs(["--config", str(recipe), "--output_dir", str(jobs)], 2, log_dir=jobs / "logs")
+    merged = ForgettingMatrix.load(jobs / "matrix")
+    assert merged.task_ids == single.task_ids
+    np.testing.assert_allclose(merged.values, single.values, atol=1e-5)
+    job_1 = (jobs / "logs" / "collect-job-1.log").read_text()  # job 1 collected tasks[1] alone
+    assert "upper.jsonl: 8/8 examples" in job_1 and "reverse.jsonl: 8/8" not in job_1
+
+
+@pytest.mark.slow
+def test_a_failed_collection_job_is_named_with_its_log_and_the_others_rows_are_kept(data_files, tiny_checkpoint, tmp_path):
+    from hf_forgetting.cli import _collect_in_jobs
+    from hf_forgetting.errors import CollectionJobError
+
+    args, _, _ = configs(data_files, tiny_checkpoint, tmp_path)
+    tasks = [args.tasks[0], str(tmp_path / "missing.jsonl")]  # job 1's task cannot be read
+    recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml", tasks=tasks)
+    out = tmp_path / "out"
+    with pytest.raises(CollectionJobError, match=r"job\(s\) \[1\] failed \(see .*collect-job-1.log\)"):
+        _collect_in_jobs(["--config", str(recipe), "--output_dir", str(out)], 2, log_dir=out / "logs")
+    assert "missing.jsonl" in (out / "logs" / "collect-job-1.log").read_text()
+    assert len(list((out / "rows").glob("*.parquet"))) == 1 and not (out / "matrix").exists()

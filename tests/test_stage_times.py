@@ -33,8 +33,20 @@ def test_the_collection_split_counts_only_the_rows_of_this_run():
         "a": {"collected_at": "2026-12-02T10:00:00Z", "train_seconds": 30.0, "score_seconds": 10.0},
         "b": {"collected_at": "2026-12-02T10:05:00Z", "train_seconds": 20.5, "score_seconds": 9.5},
     })
-    assert collection_split(matrix, since="2026-12-02T09:59:59Z") == {"rows": 2, "training": 50.5, "scoring": 19.5}
+    assert collection_split(matrix, since="2026-12-02T09:59:59Z") == {"rows": 2, "jobs": 1, "training": 50.5, "scoring": 19.5}
     assert collection_split(matrix, since="2026-12-03T00:00:00Z") is None  # every row resumed: nothing to split
+
+
+def test_rows_collected_by_jobs_side_by_side_count_each_jobs_mean():
+    matrix = synthetic_matrix({
+        "a": {"collected_at": "2026-12-02T10:00:00Z", "train_seconds": 30.0, "score_seconds": 10.0},
+        "b": {"collected_at": "2026-12-02T10:00:01Z", "train_seconds": 20.0, "score_seconds": 9.0},
+    })
+    split = collection_split(matrix, since="2026-12-02T00:00:00Z", jobs=2)
+    assert split == {"rows": 2, "jobs": 2, "training": 25.0, "scoring": 9.5}
+    table = breakdown_markdown({"collection": 40.0}, collection="collection", split=split)
+    assert "| collection: fine-tuning (2 tasks in 2 jobs side by side, each job's mean) | 25.0 | 62% |" in table
+    assert "| collection: the rest (" in table and "| 5.5 | 14% |" in table
 
 
 def test_rows_of_an_older_version_leave_the_collection_unsplit():

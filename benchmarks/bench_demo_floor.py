@@ -1,0 +1,112 @@
+"""Benchmark: how fast `make demo` could be on this machine: its arithmetic against the matrix-product
+peak measured in the same run.
+
+    python benchmarks/bench_demo_floor.py              # the demo recipe; ~1 min
+    python benchmarks/bench_demo_floor.py --config recipes/smollm2-135m-instruct/collect/config_adapted.yaml
+
+The demo's collection is matrix products: 12 fine-tunes and 13 scoring passes of a 135M model. This
+counts their floating-point operations from the recipe's real rows (the tokenised training rows of
+every task, the upstream passages cut to ``score_max_length``) and the model's shapes, measures what
+one large matrix product reaches on this CPU in float32 (and bfloat16, for comparison), and prints
+the shortest time the collection could take if every operation ran at that peak. Nothing else may
+run meanwhile.
+
+Counted (multiply-add = 2 FLOPs): the decoder's linear layers on every token (forward 2x their
+parameters, forward and backward 6x), causal attention (QK^T and AV over the preceding positions),
+and the LM head on the positions a loss or score needs (the label positions in training, as
+`LabelPositionsSFTTrainer` does; the scored positions when scoring). Training rows are counted at their
+own length (no padding) and a task trains on ``max_steps x batch`` rows of its mean length. Norms,
+activations, softmax and the optimizer are not counted, so the floor is below anything reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from transformers import AutoConfig
+from trl import ModelConfig
+
+from hf_forgetting.data.arguments import TaskArguments, UpstreamArguments, from_settings
+from hf_forgetting.modeling import load_model_and_tokenizer, resolve_model_path
+from hf_forgetting.recipes import recipe_path
+from hf_forgetting.scoring import tokenize_for_scoring
+from hf_forgetting.training_data import prepare_training_rows
+
+
+def shapes(config) -> tuple[int, int, int, int]:
+    """(decoder linear parameters, LM head parameters, layers, attention width) of a Llama-style config."""
+    hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)  # q, o and the grouped k, v
+    mlp = 3 * hidden * config.intermediate_size
+    return config.num_hidden_layers * (attention + mlp), config.vocab_size * hidden, config.num_hidden_layers, heads * head_dim
+
+
+def forward_flops(config, lengths: np.ndarray, head_positions: float) -> float:
+    """FLOPs of one forward pass over sequences of `lengths`, the LM head on `head_positions` positions."""
+    decoder, head, layers, width = shapes(config)
+    attention = 2 * 2 * layers * width * float(np.sum(lengths * (lengths + 1) / 2))  # causal QK^T and AV
+    return 2 * decoder * float(lengths.sum()) + attention + 2 * head * head_positions
+
+
+def peak_gflops(dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
+    """GFLOP/s of repeated `size` x `size` matrix products in `dtype`."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    for _ in range(2):
+        torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(recipe_path("collect", "config_demo.yaml")))
+    parser.add_argument("--measured", type=float, nargs=2, metavar=("TRAIN_S", "SCORE_S"),
+                        help="the collection's measured fine-tuning and scoring seconds (demo_time.md), to report the fraction of peak")
+    args = parser.parse_args()
+    recipe = yaml.safe_load(Path(args.config).read_text())
+    config = AutoConfig.from_pretrained(resolve_model_path(recipe["model_name_or_path"]))
+    _, tokenizer = load_model_and_tokenizer(ModelConfig(model_name_or_path=recipe["model_name_or_path"]), tokenizer_only=True)
+
+    rows_per_task = recipe["max_steps"] * recipe["per_device_train_batch_size"] * recipe.get("gradient_accumulation_steps", 1)
+    task_args = from_settings(TaskArguments, recipe)
+    training = 0.0
+    for task in recipe["tasks"]:
+        dataset = prepare_training_rows(task_args.load_task(task), tokenizer, recipe["max_length"]).dataset
+        lengths = np.array([len(ids) for ids in dataset["input_ids"]], dtype=np.float64)
+        labels = np.mean([sum(label != -100 for label in row[1:]) for row in dataset["labels"]])
+        per_row = forward_flops(config, lengths, labels * len(lengths)) / len(lengths)
+        training += 3 * per_row * rows_per_task  # backward = 2x forward
+
+    upstream = from_settings(UpstreamArguments, recipe).load_upstream()
+    encoded = [tokenize_for_scoring(example, tokenizer, recipe["score_max_length"]) for example in upstream]
+    lengths = np.array([len(ids) for ids, _ in encoded], dtype=np.float64)
+    scored = float(sum(sum(mask) for _, mask in encoded))
+    passes = len(recipe["tasks"]) + 1  # the base model, then every tuned model
+    scoring = passes * forward_flops(config, lengths, scored)
+
+    peaks = {"float32": peak_gflops(torch.float32), "bfloat16": peak_gflops(torch.bfloat16)}
+    print(f"\n{recipe['model_name_or_path']}: {len(recipe['tasks'])} tasks x {rows_per_task} rows; {passes} scoring passes "
+          f"of {len(lengths)} passages ({int(lengths.sum())} tokens); {torch.get_num_threads()} threads\n")
+    print("| work | TFLOP | floor at the float32 peak (s) | floor at the bfloat16 peak (s) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, flops in (("fine-tuning", training), ("scoring", scoring), ("collection", training + scoring)):
+        print(f"| {name} | {flops / 1e12:.1f} | {flops / 1e9 / peaks['float32']:.0f} | {flops / 1e9 / peaks['bfloat16']:.0f} |")
+    print(f"\nmatrix-product peak (2048 x 2048, this run): float32 {peaks['float32']:.0f} GFLOP/s, "
+          f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
+    if args.measured:
+        for name, flops, seconds in (("fine-tuning", training, args.measured[0]), ("scoring", scoring, args.measured[1])):
+            rate = flops / 1e9 / seconds
+            print(f"{name} as measured: {seconds:.0f} s = {rate:.0f} GFLOP/s, {rate / peaks['float32']:.0%} of the float32 peak")
+
+
+if __name__ == "__main__":
+    main()
