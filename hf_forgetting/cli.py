@@ -147,44 +147,52 @@ def _collect(argv: list[str]) -> int:
     return 0
 
 
-def _collect_in_jobs(argv: list[str], jobs: int, log_dir) -> None:
-    """`collect` as ``jobs`` processes side by side (``--array_index i --array_size jobs``), each with its
-    share of the cores, then a plain run that finds every row and writes the matrix. On a 2-core CPU
-    two one-thread jobs train and score 1.15x faster than one two-thread job: a step of a 135M model
-    on 8 short rows is too small to keep two threads busy (README, "Where `make demo`'s time goes").
-    Job 0 prints to this terminal, the others to ``log_dir/collect-job-<i>.log``."""
+def _collect_in_jobs(recipe: str, output_dir, jobs: int) -> None:
+    """`collect` of ``recipe`` into ``output_dir`` as ``jobs`` processes side by side (``--array_index i
+    --array_size jobs``), each with its share of the cores; the last to finish writes the matrix. A step
+    of a 135M model on 8 short rows does not keep two threads busy, so on a 2-core CPU two one-thread
+    jobs collect the demo faster than one two-thread job (README, "Where `make demo`'s time goes").
+    Job 0 prints to this terminal, the others to ``<output_dir>/logs/collect-job-<i>.log``."""
     import os
     import subprocess
+    import time
     from pathlib import Path
 
     from .errors import CollectionJobError
 
-    if jobs > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        command = [sys.executable, "-m", "hf_forgetting", "collect", *argv, "--array_size", str(jobs)]
-        logs = [None, *(Path(log_dir) / f"collect-job-{index}.log" for index in range(1, jobs))]
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        print(f"Collecting in {jobs} jobs of {threads} thread(s) each; job 0 prints here, "
-              f"the others to {', '.join(str(log) for log in logs[1:])}")
-        processes = []
-        try:
-            for index, log in enumerate(logs):
-                output = open(log, "w") if log else None  # noqa: SIM115 (closed when the job ends)
-                processes.append((subprocess.Popen([*command, "--array_index", str(index)], env=env, stdout=output,
-                                                   stderr=subprocess.STDOUT if output else None), output))
-            failed = [index for index, (process, _) in enumerate(processes) if process.wait() != 0]
-        finally:
-            for process, output in processes:
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait()
-                if output:
-                    output.close()
-        if failed:
-            where = ", ".join(str(logs[index]) if logs[index] else "the output above" for index in failed)
-            raise CollectionJobError(f"collection job(s) {failed} failed (see {where}); run again to resume: finished rows are kept")
-    _collect(argv)
+    argv = ["--config", str(recipe), "--output_dir", str(output_dir)]
+    if jobs == 1:
+        _collect(argv)
+        return
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "hf_forgetting", "collect", *argv, "--array_size", str(jobs)]
+    logs = [None, *(Path(output_dir) / "logs" / f"collect-job-{index}.log" for index in range(1, jobs))]
+    logs[1].parent.mkdir(parents=True, exist_ok=True)
+    print(f"Collecting in {jobs} jobs of {threads} thread(s) each; job 0 prints here, "
+          f"the others to {', '.join(str(log) for log in logs[1:])}")
+    launched, processes = time.time(), []
+    try:
+        for index, log in enumerate(logs):
+            output = open(log, "w") if log else None  # noqa: SIM115 (closed when the job ends)
+            processes.append((subprocess.Popen([*command, "--array_index", str(index)], env=env, stdout=output,
+                                               stderr=subprocess.STDOUT if output else None), output))
+        failed = [index for index, (process, _) in enumerate(processes) if process.wait() != 0]
+    finally:
+        for process, output in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+            if output:
+                output.close()
+    if failed:
+        where = ", ".join(str(logs[index]) if logs[index] else "the output above" for index in failed)
+        raise CollectionJobError(f"collection job(s) {failed} failed (see {where}); run again to resume: finished rows are kept")
+    written = Path(output_dir) / "matrix" / "forgetting_matrix.json"
+    if written.exists() and written.stat().st_mtime >= launched:  # the last job found every row
+        print((Path(output_dir) / "summary.md").read_text())
+    else:
+        _collect(argv)
 
 
 def _default_collect_jobs() -> int:
@@ -519,7 +527,7 @@ def _demo(argv: list[str]) -> int:
         _fetch_sources(recipe)
     with clock("collection"):
         jobs = args.collect_jobs or _default_collect_jobs()
-        _collect_in_jobs(["--config", str(recipe), "--output_dir", str(collected)], jobs, log_dir=collected / "logs")
+        _collect_in_jobs(recipe, collected, jobs)
     with clock("analysis"):
         _analyze([str(collected / "matrix"), "--output_dir", str(collected / "analysis")])
     with clock("evaluation"):

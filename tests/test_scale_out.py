@@ -158,9 +158,8 @@ def test_jobs_pushing_rows_to_a_hub_repo_merge_into_the_single_job_matrix(data_f
 
 
 @pytest.mark.slow
-def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path):
-    """`hf-forgetting demo`'s collection: two one-thread jobs over every other task, then a plain run
-    that writes the matrix."""
+def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path, capsys):
+    """`hf-forgetting demo`'s collection: two one-thread jobs over every other task; the last writes the matrix."""
     from hf_forgetting.cli import _collect_in_jobs
 
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml")
@@ -168,7 +167,8 @@ def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_file
     single = ForgettingMatrix.load(tmp_path / "single" / "matrix")
 
     jobs = tmp_path / "jobs"
-    _collect_in_jobs(["--config", str(recipe), "--output_dir", str(jobs)], 2, log_dir=jobs / "logs")
+    _collect_in_jobs(recipe, jobs, 2)
+    assert "| task | mean forgetting" in capsys.readouterr().out  # the summary the last job wrote
     merged = ForgettingMatrix.load(jobs / "matrix")
     assert merged.task_ids == single.task_ids
     np.testing.assert_allclose(merged.values, single.values, atol=1e-5)
@@ -186,6 +186,6 @@ def test_a_failed_collection_job_is_named_with_its_log_and_the_others_rows_are_k
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml", tasks=tasks)
     out = tmp_path / "out"
     with pytest.raises(CollectionJobError, match=r"job\(s\) \[1\] failed \(see .*collect-job-1.log\)"):
-        _collect_in_jobs(["--config", str(recipe), "--output_dir", str(out)], 2, log_dir=out / "logs")
+        _collect_in_jobs(recipe, out, 2)
     assert "missing.jsonl" in (out / "logs" / "collect-job-1.log").read_text()
     assert len(list((out / "rows").glob("*.parquet"))) == 1 and not (out / "matrix").exists()
