@@ -55,6 +55,7 @@ bench: install
 	$(PY) benchmarks/bench_completion.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_demo_floor.py
+	$(PY) benchmarks/bench_collect_jobs.py
 	$(PY) benchmarks/bench_replay.py
 	$(PY) benchmarks/bench_monitor.py
 	$(PY) benchmarks/bench_space.py

@@ -58,7 +58,8 @@ def breakdown_markdown(seconds: dict[str, float], collection: str | None = None,
             side_by_side = f" in {jobs} jobs side by side, each job's mean" if jobs > 1 else ""
             line(f"{stage}: fine-tuning ({split['rows']} tasks{side_by_side})", split["training"])
             line(f"{stage}: scoring the fine-tuned models ({split['rows']} passes{side_by_side})", split["scoring"])
-            line(f"{stage}: the rest (base-model scoring, model loading, task preparation)", rest)
+            waiting = ", waiting for the last job" if jobs > 1 else ""
+            line(f"{stage}: the rest (base-model scoring, model loading, task preparation{waiting})", rest)
         else:
             line(stage, value)
     lines.append(f"| total | {total:.1f} | 100% |")

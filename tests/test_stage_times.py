@@ -46,7 +46,7 @@ def test_rows_collected_by_jobs_side_by_side_count_each_jobs_mean():
     assert split == {"rows": 2, "jobs": 2, "training": 25.0, "scoring": 9.5}
     table = breakdown_markdown({"collection": 40.0}, collection="collection", split=split)
     assert "| collection: fine-tuning (2 tasks in 2 jobs side by side, each job's mean) | 25.0 | 62% |" in table
-    assert "| collection: the rest (" in table and "| 5.5 | 14% |" in table
+    assert "task preparation, waiting for the last job) | 5.5 | 14% |" in table
 
 
 def test_rows_of_an_older_version_leave_the_collection_unsplit():
