@@ -47,14 +47,18 @@ def finish(*processes: subprocess.Popen) -> None:
             raise RuntimeError(f"collect failed:\n{errors[-3000:]}")
 
 
+# Each way: its jobs, started side by side, as (threads, extra `collect` flags).
+WAYS = {
+    "one job, 2 threads": [(2, ())],
+    "two jobs, 1 thread each": [(1, ("--array_index", str(index), "--array_size", "2")) for index in (0, 1)],
+}
+
+
 def run_way(way: str, recipe: str, tasks: list[str], steps: int, output_dir: Path, base_scores: Path) -> float:
     output_dir.mkdir(parents=True)
     shutil.copy(base_scores, output_dir / "base_scores.parquet")
     started = time.perf_counter()
-    if way == "one job, 2 threads":
-        finish(collect(recipe, tasks, steps, output_dir, 2))
-    else:
-        finish(*[collect(recipe, tasks, steps, output_dir, 1, "--array_index", str(i), "--array_size", "2") for i in (0, 1)])
+    finish(*[collect(recipe, tasks, steps, output_dir, threads, *flags) for threads, flags in WAYS[way]])
     return time.perf_counter() - started
 
 
@@ -71,7 +75,7 @@ def main() -> None:
     finish(collect(args.config, args.tasks[:1], 1, root / "base", 2))  # the base-model scores, once
     base_scores = root / "base" / "base_scores.parquet"
 
-    ways = ["one job, 2 threads", "two jobs, 1 thread each"]
+    ways = list(WAYS)
     seconds = dict.fromkeys(ways, 0.0)
     matrices = {}
     for round_index in range(args.rounds):

@@ -80,10 +80,9 @@ def main() -> None:
     task_args = from_settings(TaskArguments, recipe)
     training = 0.0
     for task in recipe["tasks"]:
-        dataset = prepare_training_rows(task_args.load_task(task), tokenizer, recipe["max_length"]).dataset
-        lengths = np.array([len(ids) for ids in dataset["input_ids"]], dtype=np.float64)
-        labels = np.mean([sum(label != -100 for label in row[1:]) for row in dataset["labels"]])
-        per_row = forward_flops(config, lengths, labels * len(lengths)) / len(lengths)
+        rows = prepare_training_rows(task_args.load_task(task), tokenizer, recipe["max_length"])
+        lengths = np.array([len(ids) for ids in rows.dataset["input_ids"]], dtype=np.float64)
+        per_row = forward_flops(config, lengths, rows.counts()["num_trained_tokens"]) / len(lengths)
         training += 3 * per_row * rows_per_task  # backward = 2x forward
 
     upstream = from_settings(UpstreamArguments, recipe).load_upstream()
