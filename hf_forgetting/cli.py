@@ -190,7 +190,9 @@ def _collect_in_jobs(recipe: str, output_dir, jobs: int) -> None:
         raise CollectionJobError(f"collection job(s) {failed} failed (see {where}); run again to resume: finished rows are kept")
     written = Path(output_dir) / "matrix" / "forgetting_matrix.json"
     if written.exists() and written.stat().st_mtime >= launched:  # the last job found every row
+        matrix_dir = Path(output_dir) / "matrix"
         print((Path(output_dir) / "summary.md").read_text())
+        print(f"Matrix: {matrix_dir}\nSummary: {Path(output_dir) / 'summary.md'}\nFigures: hf-forgetting analyze {matrix_dir}")
     else:
         _collect(argv)
 

@@ -168,7 +168,9 @@ def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_file
 
     jobs = tmp_path / "jobs"
     _collect_in_jobs(recipe, jobs, 2)
-    assert "| task | mean forgetting" in capsys.readouterr().out  # the summary the last job wrote
+    printed = capsys.readouterr().out
+    assert "| task | mean forgetting" in printed  # the summary the last job wrote
+    assert f"Matrix: {jobs / 'matrix'}" in printed  # and where it is, as a one-job collect says
     merged = ForgettingMatrix.load(jobs / "matrix")
     assert merged.task_ids == single.task_ids
     np.testing.assert_allclose(merged.values, single.values, atol=1e-5)
