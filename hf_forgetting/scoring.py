@@ -153,12 +153,34 @@ def _has_plain_lm_head(model) -> bool:
     return isinstance(head, torch.nn.Linear) and hasattr(model, "get_decoder") and not exotic
 
 
+def _padded_batch(encoded: list[tuple[list[int], list[bool]]], pad_id: int, device: torch.device) -> dict:
+    """One batch on `device`: padded ``input_ids`` and ``attention_mask``, and the ``rows``,
+    ``positions`` and ``targets`` of its scored tokens (hidden state p predicts token p + 1).
+
+    Built on the host, so that nothing waits for the accelerator: on CUDA the copies are
+    asynchronous (pinned memory) and the host prepares the next batch while this one runs.
+    """
+    width = max(max(len(ids) for ids, _ in encoded), 1)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    score_mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+    for row, (ids, mask) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        score_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
+    rows, positions = score_mask[:, 1:].nonzero(as_tuple=True)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "rows": rows, "positions": positions,
+             "targets": input_ids[:, 1:][rows, positions]}
+    if device.type == "cuda":
+        return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
 @torch.no_grad()
-def _batch_nll_sums(model, input_ids, attention_mask, score_mask, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of NLL and number of scored tokens per row of one padded batch."""
-    targets_mask = score_mask[:, 1:]
-    rows, positions = targets_mask.nonzero(as_tuple=True)  # position p: hidden p predicts token p + 1
-    targets = input_ids[:, 1:][rows, positions]
+def _batch_nll_sums(model, batch: dict, chunk_size: int) -> torch.Tensor:
+    """Sum of the scored tokens' NLL per row of one `_padded_batch`, on its device."""
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    rows, positions, targets = batch["rows"], batch["positions"], batch["targets"]
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=input_ids.device)
     if _has_plain_lm_head(model):
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -172,8 +194,7 @@ def _batch_nll_sums(model, input_ids, attention_mask, score_mask, chunk_size: in
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
         nll = F.cross_entropy(logits[rows, positions].float(), targets, reduction="none")
         sums.index_add_(0, rows, nll.double())
-    counts = targets_mask.sum(dim=1)
-    return sums, counts
+    return sums
 
 
 def score_examples(
@@ -225,26 +246,16 @@ def score_examples(
 
     was_training = model.training
     model.eval()
-    local: list[tuple[int, float]] = []
+    sums = []  # stay on the device until every batch is queued: no synchronisation per batch
     try:
         for batch in tqdm(batches, desc="scoring", disable=not (show_progress and state.is_main_process)):
-            width = max(max(lengths[i] for i in batch), 1)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            score_mask = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, index in enumerate(batch):
-                ids, mask = encoded[index]
-                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                attention[row, : len(ids)] = 1
-                score_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
-            sums, counts = _batch_nll_sums(
-                model, input_ids.to(device), attention.to(device), score_mask.to(device), chunk_size
-            )
-            for row, index in enumerate(batch):
-                count = int(counts[row])
-                local.append((index, float(sums[row]) / count if count else float("nan")))
+            sums.append(_batch_nll_sums(model, _padded_batch([encoded[i] for i in batch], pad_id, device), chunk_size))
     finally:
         model.train(was_training)
+    totals = torch.cat(sums).tolist() if sums else []
+    order = [index for batch in batches for index in batch]
+    counts = [sum(encoded[index][1][1:]) for index in order]
+    local = [(index, total / count if count else float("nan")) for index, total, count in zip(order, totals, counts)]
 
     gathered = gather_object(local) if state.num_processes > 1 else local
     scores = np.full(len(examples), np.nan, dtype=np.float32)
