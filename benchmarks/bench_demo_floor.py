@@ -22,12 +22,12 @@ activations, softmax and the optimizer are not counted, so the floor is below an
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from flops import forward_flops, matmul_peak_flops
 from transformers import AutoConfig
 from trl import ModelConfig
 
@@ -36,34 +36,6 @@ from hf_forgetting.modeling import load_model_and_tokenizer, resolve_model_path
 from hf_forgetting.recipes import recipe_path
 from hf_forgetting.scoring import tokenize_for_scoring
 from hf_forgetting.training_data import prepare_training_rows
-
-
-def shapes(config) -> tuple[int, int, int, int]:
-    """(decoder linear parameters, LM head parameters, layers, attention width) of a Llama-style config."""
-    hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)  # q, o and the grouped k, v
-    mlp = 3 * hidden * config.intermediate_size
-    return config.num_hidden_layers * (attention + mlp), config.vocab_size * hidden, config.num_hidden_layers, heads * head_dim
-
-
-def forward_flops(config, lengths: np.ndarray, head_positions: float) -> float:
-    """FLOPs of one forward pass over sequences of `lengths`, the LM head on `head_positions` positions."""
-    decoder, head, layers, width = shapes(config)
-    attention = 2 * 2 * layers * width * float(np.sum(lengths * (lengths + 1) / 2))  # causal QK^T and AV
-    return 2 * decoder * float(lengths.sum()) + attention + 2 * head * head_positions
-
-
-def peak_gflops(dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
-    """GFLOP/s of repeated `size` x `size` matrix products in `dtype`."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    for _ in range(2):
-        torch.mm(a, b)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:
@@ -92,7 +64,7 @@ def main() -> None:
     passes = len(recipe["tasks"]) + 1  # the base model, then every tuned model
     scoring = passes * forward_flops(config, lengths, scored)
 
-    peaks = {"float32": peak_gflops(torch.float32), "bfloat16": peak_gflops(torch.bfloat16)}
+    peaks = {name: matmul_peak_flops(getattr(torch, name)) / 1e9 for name in ("float32", "bfloat16")}
     print(f"\n{recipe['model_name_or_path']}: {len(recipe['tasks'])} tasks x {rows_per_task} rows; {passes} scoring passes "
           f"of {len(lengths)} passages ({int(lengths.sum())} tokens); {torch.get_num_threads()} threads\n")
     print("| work | TFLOP | floor at the float32 peak (s) | floor at the bfloat16 peak (s) |")

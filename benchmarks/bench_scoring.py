@@ -9,12 +9,14 @@ table gives scored tokens per second and the speed ratio.
 
 On a CUDA device (issue 14, item 4; nothing is downloaded, so it runs on a machine without the Hub):
 
-    python benchmarks/bench_scoring.py --llama-1b --dtype bfloat16 --num-examples 1024 --max-length 512 --batch-size 32
+    python benchmarks/bench_scoring.py --llama-1b --dtype bfloat16 --num-examples 1024 --max-length 512 \
+        --batch-size 32 128 --max-tokens-per-batch 32768 --compile
 
 times a randomly initialised 1.1B Llama-style model (TinyLlama-1.1B's architecture, built from a
 config here, with the embedded tokenizer's vocabulary) in bf16, measures the device's dense matmul
-peak in the same run (8192^3 matmuls in that dtype) and reports each method's fraction of it
-(forward FLOPs counted as 2 x parameters x scored tokens).
+peak in the same run (8192^3 matmuls in that dtype) and reports each method's fraction of it: the
+useful FLOPs of the forward pass (decoder linears and causal attention on every token, the LM head on
+the scored positions; benchmarks/flops.py) over the seconds taken.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+from flops import forward_flops, matmul_peak_flops
 
 from hf_forgetting import score_examples
 from hf_forgetting.data import load_upstream
@@ -67,27 +70,23 @@ def llama_1b_config(vocab_size: int):
                        num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048, rope_theta=10000.0)
 
 
-def matmul_peak_tflops(device: str, dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> float:
-    """The device's dense matmul throughput in `dtype`, measured now (TFLOP/s)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds, _ = timed(lambda: [a @ b for _ in range(repeats)], 3)
-    return 2 * size**3 * repeats / seconds / 1e12
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED_MODEL)
     parser.add_argument("--num-examples", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[8], help="one row per batch size")
+    parser.add_argument("--max-tokens-per-batch", type=int, default=None, help="also cap a batch's padded tokens")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--bf16-row", action="store_true", help="also time score_examples on a bf16 copy (accuracy shown)")
+    extra_row = parser.add_mutually_exclusive_group()
+    extra_row.add_argument("--bf16-row", action="store_true", help="also time score_examples on a bf16 copy (accuracy shown)")
     parser.add_argument("--llama-1b", action="store_true", help="a random 1.1B Llama-style model built from a config")
+    extra_row.add_argument("--compile", action="store_true",
+                        help="also time score_examples with the decoder under torch.compile (best of at least 2)")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense peak for the %% of peak column (default on CUDA: measured in this run)")
+                        help="the device's dense peak in --dtype for the %% of peak column (default: measured in this run)")
     args = parser.parse_args()
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -104,41 +103,44 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model = model.to(device).eval()
     dataset = load_upstream(num_examples=args.num_examples, seed=1)
-    tokens = sum(sum(tokenize_for_scoring(e, tokenizer, args.max_length)[1]) for e in dataset)
+    encoded = [tokenize_for_scoring(example, tokenizer, args.max_length) for example in dataset]
+    tokens = sum(sum(mask) for _, mask in encoded)
+    useful_flops = forward_flops(model.config, [len(ids) for ids, _ in encoded], tokens)
+
+    def scored_with(batch_size: int, repeats: int = args.repeats):
+        return timed(lambda: score_examples(model, tokenizer, dataset, batch_size=batch_size, max_length=args.max_length,
+                                            max_tokens_per_batch=args.max_tokens_per_batch, show_progress=False), repeats)
 
     naive_time, naive = timed(lambda: naive_scores(model, tokenizer, dataset, args.max_length), args.repeats)
-    fast_time, fast = timed(
-        lambda: score_examples(
-            model, tokenizer, dataset, batch_size=args.batch_size, max_length=args.max_length, show_progress=False
-        ),
-        args.repeats,
-    )
     parameters = sum(p.numel() for p in model.parameters())
-    rows = [("naive per-example loop", naive_time, 0.0), ("score_examples", fast_time, np.nanmax(np.abs(fast - naive)))]
+    rows = [("naive per-example loop", naive_time, 0.0, args.dtype)]
+    for batch_size in args.batch_size:
+        seconds, scores = scored_with(batch_size)
+        rows.append((f"score_examples, batch {batch_size}", seconds, np.nanmax(np.abs(scores - naive)), args.dtype))
+    fastest = args.batch_size[int(np.argmin([row[1] for row in rows[1:]]))]
     if args.bf16_row:
-        half = model.to(torch.bfloat16)
-        half_time, half_scores = timed(
-            lambda: score_examples(half, tokenizer, dataset, batch_size=args.batch_size, max_length=args.max_length,
-                                   show_progress=False),
-            args.repeats,
-        )
-        rows.append(("score_examples, bf16 weights", half_time, np.nanmax(np.abs(half_scores - naive))))
-    if args.peak_tflops is None and device == "cuda":
-        args.peak_tflops = matmul_peak_tflops(device, dtype)
-        print(f"\nmeasured dense matmul peak: {args.peak_tflops:.0f} TFLOP/s ({args.dtype}, 8192^3)")
+        model.to(torch.bfloat16)
+        seconds, scores = scored_with(fastest)
+        rows.append((f"score_examples, batch {fastest}, bf16 weights", seconds, np.nanmax(np.abs(scores - naive)), "bfloat16"))
+    if args.compile:  # last: the decoder stays compiled; the first of the repeats pays the compilation
+        model.get_decoder().compile(dynamic=True)
+        seconds, scores = scored_with(fastest, max(args.repeats, 2))
+        rows.append((f"score_examples, batch {fastest}, decoder compiled", seconds, np.nanmax(np.abs(scores - naive)),
+                     args.dtype))
+    peaks = {dtype_name: args.peak_tflops * 1e12 if args.peak_tflops and dtype_name == args.dtype
+             else matmul_peak_flops(getattr(torch, dtype_name), device) for dtype_name in dict.fromkeys(row[3] for row in rows)}
     name = "random Llama-1.1B (TinyLlama's architecture)" if args.llama_1b else args.model
+    cap = f", at most {args.max_tokens_per_batch} padded tokens a batch" if args.max_tokens_per_batch else ""
     print(f"\nmodel {name} ({parameters / 1e6:.0f}M parameters, {args.dtype}, {device}, "
           f"threads {torch.get_num_threads()}); {len(dataset)} examples, {tokens} scored tokens, "
-          f"max_length {args.max_length}, batch {args.batch_size}, best of {args.repeats}\n")
-    header = "| method | seconds | tokens/s | speed-up | max abs diff vs naive |"
-    print(header + (" % of peak |" if args.peak_tflops else ""))
-    print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if args.peak_tflops else ""))
-    for name, seconds, difference in rows:
-        line = f"| {name} | {seconds:.2f} | {tokens / seconds:,.0f} | {naive_time / seconds:.2f}x | {difference:.1e} |"
-        if args.peak_tflops:
-            flops = 2 * parameters * tokens  # forward pass
-            line += f" {flops / seconds / (args.peak_tflops * 1e12) * 100:.1f}% |"
-        print(line)
+          f"max_length {args.max_length}{cap}, best of {args.repeats}")
+    print("matrix-product peak, this run: " + ", ".join(f"{dtype_name} {flops / 1e12:.3g} TFLOP/s" for dtype_name, flops in peaks.items()))
+    print(f"% of peak: {useful_flops / 1e12:.3g} TFLOP of useful forward work (benchmarks/flops.py) a pass, at the row's precision's peak\n")
+    print("| method | seconds | tokens/s | speed-up | max abs diff vs naive | % of peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, seconds, difference, dtype_name in rows:
+        fraction = useful_flops / seconds / peaks[dtype_name]
+        print(f"| {name} | {seconds:.2f} | {tokens / seconds:,.0f} | {naive_time / seconds:.2f}x | {difference:.1e} | {fraction:.1%} |")
 
 
 if __name__ == "__main__":
