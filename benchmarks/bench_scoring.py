@@ -113,19 +113,16 @@ def main() -> None:
 
     naive_time, naive = timed(lambda: naive_scores(model, tokenizer, dataset, args.max_length), args.repeats)
     parameters = sum(p.numel() for p in model.parameters())
-    rows = [("naive per-example loop", naive_time, 0.0, args.dtype)]
+    rows = [("naive per-example loop", naive_time, naive, args.dtype)]  # (method, seconds, scores, precision)
     for batch_size in args.batch_size:
-        seconds, scores = scored_with(batch_size)
-        rows.append((f"score_examples, batch {batch_size}", seconds, np.nanmax(np.abs(scores - naive)), args.dtype))
+        rows.append((f"score_examples, batch {batch_size}", *scored_with(batch_size), args.dtype))
     fastest = args.batch_size[int(np.argmin([row[1] for row in rows[1:]]))]
     if args.bf16_row:
         model.to(torch.bfloat16)
-        seconds, scores = scored_with(fastest)
-        rows.append((f"score_examples, batch {fastest}, bf16 weights", seconds, np.nanmax(np.abs(scores - naive)), "bfloat16"))
+        rows.append((f"score_examples, batch {fastest}, bf16 weights", *scored_with(fastest), "bfloat16"))
     if args.compile:  # last: the decoder stays compiled; the first of the repeats pays the compilation
         model.get_decoder().compile(dynamic=True)
-        seconds, scores = scored_with(fastest, max(args.repeats, 2))
-        rows.append((f"score_examples, batch {fastest}, decoder compiled", seconds, np.nanmax(np.abs(scores - naive)),
+        rows.append((f"score_examples, batch {fastest}, decoder compiled", *scored_with(fastest, max(args.repeats, 2)),
                      args.dtype))
     peaks = {dtype_name: args.peak_tflops * 1e12 if args.peak_tflops and dtype_name == args.dtype
              else matmul_peak_flops(getattr(torch, dtype_name), device) for dtype_name in dict.fromkeys(row[3] for row in rows)}
@@ -138,8 +135,8 @@ def main() -> None:
     print(f"% of peak: {useful_flops / 1e12:.3g} TFLOP of useful forward work (benchmarks/flops.py) a pass, at the row's precision's peak\n")
     print("| method | seconds | tokens/s | speed-up | max abs diff vs naive | % of peak |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, seconds, difference, dtype_name in rows:
-        fraction = useful_flops / seconds / peaks[dtype_name]
+    for name, seconds, scores, dtype_name in rows:
+        difference, fraction = np.nanmax(np.abs(scores - naive)), useful_flops / seconds / peaks[dtype_name]
         print(f"| {name} | {seconds:.2f} | {tokens / seconds:,.0f} | {naive_time / seconds:.2f}x | {difference:.1e} | {fraction:.1%} |")
 
 

@@ -158,6 +158,7 @@ def _collect_in_jobs(recipe: str, output_dir, jobs: int) -> None:
     import time
     from pathlib import Path
 
+    from .collect import print_outputs
     from .errors import CollectionJobError
 
     argv = ["--config", str(recipe), "--output_dir", str(output_dir)]
@@ -190,9 +191,7 @@ def _collect_in_jobs(recipe: str, output_dir, jobs: int) -> None:
         raise CollectionJobError(f"collection job(s) {failed} failed (see {where}); run again to resume: finished rows are kept")
     written = Path(output_dir) / "matrix" / "forgetting_matrix.json"
     if written.exists() and written.stat().st_mtime >= launched:  # the last job found every row
-        matrix_dir = Path(output_dir) / "matrix"
-        print((Path(output_dir) / "summary.md").read_text())
-        print(f"Matrix: {matrix_dir}\nSummary: {Path(output_dir) / 'summary.md'}\nFigures: hf-forgetting analyze {matrix_dir}")
+        print_outputs(output_dir)
     else:
         _collect(argv)
 

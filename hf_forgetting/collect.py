@@ -49,7 +49,7 @@ from .training_guard import ParameterUpdateGuard
 # Re-exported: these moved to the data and format layers.
 __all__ = [
     "CollectArguments", "Collector", "collect_forgetting_matrix", "collect_settings", "load_matrix_upstream",
-    "summarize", "task_filename",
+    "print_outputs", "summarize", "task_filename",
 ]
 
 
@@ -443,12 +443,19 @@ class Collector:
         return ForgettingMatrix(values, tasks, self.example_ids, self.args.metric, metadata)
 
     def _write_outputs(self, matrix: ForgettingMatrix) -> None:
-        matrix_dir = matrix.save(self.output_dir / "matrix")  # its figures: `hf-forgetting analyze` (one heatmap, there)
+        matrix.save(self.output_dir / "matrix")  # its figures: `hf-forgetting analyze` (one heatmap, there)
         texts = {row["example_id"]: example_text(row) for row in self.upstream}
         summary = summarize(matrix, texts) + monitor_summary(matrix)
         atomic_write_text(self.output_dir / "summary.md", summary)
-        print(summary)
-        print(f"Matrix: {matrix_dir}\nSummary: {self.output_dir / 'summary.md'}\nFigures: hf-forgetting analyze {matrix_dir}")
+        print_outputs(self.output_dir)
+
+
+def print_outputs(output_dir) -> None:
+    """Print a finished collection's summary and where its matrix, summary and figures are."""
+    output_dir = Path(output_dir)
+    matrix_dir, summary = output_dir / "matrix", output_dir / "summary.md"
+    print(summary.read_text())
+    print(f"Matrix: {matrix_dir}\nSummary: {summary}\nFigures: hf-forgetting analyze {matrix_dir}")
 
 
 def monitor_summary(matrix: ForgettingMatrix) -> str:
