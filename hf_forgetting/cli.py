@@ -581,11 +581,32 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _demo, "adapt": _adapt, "collect": _collect, "analyze": _analyze, "evaluate": _evaluate, "fit": _fit,
         "measure": _measure, "predict": _predict, "train": _train, "replay-experiment": _replay_experiment, "push": _push, "pull": _pull,
     }
+    finished = False
     try:
-        return handlers[stage](rest)
+        status = handlers[stage](rest)
+        finished = True
+        return status
     except _user_errors() as error:
         print(f"hf-forgetting {stage}: {_one_line(error)}", file=sys.stderr)  # bad input: a message, not a traceback
         return 1
+    finally:
+        _release_process_group(finished)
+
+
+def _release_process_group(finished: bool) -> None:
+    """Destroy the process group that `accelerate launch`/torchrun formed before the interpreter exits:
+    left alive, gloo's worker threads can abort the process (SIGABRT, exit status -6) after all its work is
+    done, and the launcher then reports the finished job as failed (pytorch/pytorch#179291)."""
+    import torch.distributed
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    from accelerate import PartialState
+
+    state = PartialState()
+    if finished:
+        state.wait_for_everyone()  # no process closes connections another still reads from
+    state.destroy_process_group()  # after an error, without waiting: the others may never arrive
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -107,6 +107,26 @@ def test_bad_matrix_path_is_a_message(tmp_path, capsys):
     assert "file not found" in capsys.readouterr().err
 
 
+def test_a_stage_releases_the_process_group_it_ran_in_whether_it_finished_or_failed(saved_matrix, tmp_path):
+    """Left alive at exit, a gloo process group can abort a process after its work is done (SIGABRT), and
+    torchrun then reports the finished job as failed; so main destroys it, here in a one-process group."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, torch.distributed as dist\n"
+        "from hf_forgetting.cli import main\n"
+        "dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)\n"
+        "status = main(sys.argv[1:])\n"
+        "print('status', status, 'group alive', dist.is_initialized())\n"
+    )
+    finished = ["analyze", str(saved_matrix), "--output_dir", str(tmp_path / "a"), "--max_rank", "2"]
+    failed = ["analyze", str(tmp_path / "nothing")]
+    for argv, status in ((finished, 0), (failed, 1)):
+        result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, check=True)
+        assert result.stdout.splitlines()[-1] == f"status {status} group alive False", result.stderr
+
+
 def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
     import json
 

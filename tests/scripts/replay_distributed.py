@@ -53,3 +53,6 @@ out.mkdir(parents=True, exist_ok=True)
     "schedule": list(trainer.replay_sampler), "seen": seen, "world": trainer.accelerator.num_processes,
     "before": before, "after": after, "monitor": monitor.history,
 }))
+# as any torchrun script should: left alive, gloo's threads can abort the process at exit
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()

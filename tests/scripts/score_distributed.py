@@ -24,3 +24,6 @@ assert state.num_processes == int(os.environ.get("WORLD_SIZE", "1")), state
 if state.is_main_process:
     np.save(sys.argv[2], scores)
 print(f"rank {state.process_index}/{state.num_processes} scored {len(scores)} examples")
+# as any torchrun script should: left alive, gloo's threads can abort the process at exit
+state.wait_for_everyone()
+state.destroy_process_group()
