@@ -446,7 +446,8 @@ def _train(argv: list[str]) -> int:
     if monitor is not None and monitor.history:
         print(f"Forgetting monitor: probe mean {monitor.history[-1]['forgetting/probe_mean']:+.4f} at step "
               f"{monitor.history[-1]['step']}; plot {Path(replay_args.output_dir) / 'forgetting_monitor.png'}")
-    print(f"Model saved to {replay_args.output_dir}; never-replayed upstream examples: {len(trainer.heldout_ids)}")
+    heldout_note = f"; {len(trainer.heldout_ids)} upstream examples held out (never replayed)" if trainer.heldout_ids else ""
+    print(f"Model saved to {replay_args.output_dir}{heldout_note}")
     return 0
 
 

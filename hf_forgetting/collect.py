@@ -41,7 +41,14 @@ from .format.collect_rows import COLLECTED_AT_FORMAT, read_collect_row, task_fil
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
 from .modeling import EMBEDDED_MODEL, load_model_and_tokenizer, peft_config, resolve_model_path
 from .monitor import ForgettingMonitorCallback
-from .run_settings import check_training_settings, in_native_precision, result_settings
+from .run_settings import (
+    check_training_settings,
+    in_native_precision,
+    model_settings,
+    result_settings,
+    settings_differences,
+    settings_fingerprint,
+)
 from .scoring import SCORE_DTYPES, cast_for_scoring, exact_match_scores, score_examples
 from .training_data import PREPARATION, TrainingRows, prepare_training_rows
 from .training_guard import ParameterUpdateGuard
@@ -163,9 +170,6 @@ def parse_index_ranges(text: str, count: int) -> list[int]:
 
 
 # Model settings that change nothing a row holds (where and how the weights are read).
-IGNORED_MODEL_SETTINGS = frozenset({"trust_remote_code"})
-
-
 def run_settings(args: CollectArguments, training_args, model_args) -> dict:
     """Everything that determines the matrix's values, as JSON-able provenance."""
     collect = {key: value for key, value in dataclasses.asdict(args).items() if key not in SCALE_OUT_FIELDS}
@@ -174,7 +178,7 @@ def run_settings(args: CollectArguments, training_args, model_args) -> dict:
         # every setting but the few that change no row (output places, logging, saving, progress): a
         # resumed collection must match them all
         "training": result_settings(training_args),
-        "model": {key: _jsonable(value) for key, value in vars(model_args).items() if key not in IGNORED_MODEL_SETTINGS},
+        "model": model_settings(model_args),
         "world_size": PartialState().num_processes,
         "preparation": PREPARATION,
     }
@@ -193,34 +197,6 @@ def _check_process_group(state: PartialState) -> None:
         )
 
 
-# Settings that may differ between a collection and its resumption: they place the same training on
-# other hardware (the batch layout is compared as the effective batch instead).
-LAYOUT_SETTINGS = frozenset({
-    "per_device_train_batch_size", "gradient_accumulation_steps", "per_device_eval_batch_size", "use_cpu", "local_rank",
-    "ddp_backend", "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
-    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "fsdp", "fsdp_config",
-    "deepspeed", "accelerator_config", "parallelism_config", "gradient_checkpointing", "gradient_checkpointing_kwargs",
-    "activation_checkpointing",
-})
-
-
-def settings_fingerprint(settings: dict) -> dict:
-    """What must match for two runs' rows to be comparable: the settings, with the batch layout
-    reduced to the effective batch (2 processes x 4 rows trains like 1 process x 8 rows)."""
-    fingerprint = json.loads(json.dumps(settings))
-    training = fingerprint.get("training", {})
-    per_device = training.get("per_device_train_batch_size") or 1
-    accumulation = training.get("gradient_accumulation_steps") or 1
-    training["effective_batch_size"] = per_device * accumulation * (fingerprint.pop("world_size", None) or 1)
-    for key in LAYOUT_SETTINGS:
-        training.pop(key, None)
-    for key, default in (("task_prompt_field", None), ("task_completion_field", None), ("score_dtype", "float32")):
-        fingerprint.get("collect", {}).setdefault(key, default)  # settings written before these fields existed
-    return fingerprint
-
-
-def _jsonable(value):
-    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
 
 
 class Collector:
@@ -295,7 +271,7 @@ class Collector:
                 raise ValueError(f"{path}: not the settings file of a collection (a JSON object with collect and "
                                  "training settings); delete it to start over")
             previous, current = settings_fingerprint(previous), settings_fingerprint(self.settings)
-            changed = _differences(previous, current)
+            changed = settings_differences(previous, current)
             if changed:
                 raise ValueError(
                     f"{self.output_dir} holds rows collected with other settings ({'; '.join(changed[:5])}). "
@@ -516,20 +492,6 @@ def _percent_positive(values: np.ndarray) -> float:
 def collect_forgetting_matrix(args: CollectArguments, training_args, model_args) -> ForgettingMatrix:
     """Collect (or finish collecting) the matrix described by the three config dataclasses."""
     return Collector(args, training_args, model_args).run()
-
-
-def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
-    """The settings that differ, as `name: old -> new`: every top-level entry (e.g. `preparation`, the way
-    training rows are built), and within the sections those both record (see `_unrecorded` for the rest)."""
-    changed = []
-    keys = set(previous) | set(current) if not prefix else set(previous) & set(current)
-    for key in sorted(keys):
-        old, new = previous.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed += _differences(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return changed
 
 
 def _unrecorded(previous: dict, current: dict) -> list[str]:

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
+from .scoring import LOGIT_TRANSFORM_FIELDS
+
 TRITON_DEVICES = ("cuda", "xpu")  # where TRL's fused head already skips unlabelled positions
 # Config fields with which the logits are more than `lm_head(hidden)` (scaled, soft-capped) or the loss more than
 # the NLL (a mixture of experts' router loss): TRL's path handles them, this one leaves them to it.
-LOGIT_OR_LOSS_FIELDS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                        "logits_scaling", "output_router_logits")
+LOGIT_OR_LOSS_FIELDS = (*LOGIT_TRANSFORM_FIELDS, "output_router_logits")
 
 
 class LabelPositionsSFTTrainer(SFTTrainer):

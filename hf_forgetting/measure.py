@@ -18,6 +18,7 @@ metadata names; an MF predictor is fitted on it unless one is given) or from `Up
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,9 +112,10 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
     base, tokenizer = load_model_and_tokenizer(model_args, device=device)
     before = score_examples(base, tokenizer, probes, max_length=length, show_progress=False)
     del base
+    probes, before = _scorable(probes, before, "has no token to score")
     tuned, _ = load_checkpoint(args.checkpoint, model_args)
     after = score_examples(tuned.to(device), tokenizer, probes, max_length=length, show_progress=False)
-    forgetting = (after - before).astype(np.float64)
+    probes, forgetting = _scorable(probes, (after - before).astype(np.float64), f"has a non-finite NLL under {args.checkpoint}")
     probe_ids = list(probes["example_id"])
     predicted = predictor.predict(probe_ids, forgetting) if predictor is not None else None
 
@@ -128,6 +130,18 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
     summary = _summary(args, model_args, upstream, probe_ids, forgetting, predicted, predictor, length)
     files["summary.md"] = atomic_write_text(output_dir / "summary.md", summary)
     return MeasuredForgetting(upstream, example_ids, probe_ids, forgetting, predicted, summary, files)
+
+
+def _scorable(probes: Dataset, values: np.ndarray, problem: str) -> tuple[Dataset, np.ndarray]:
+    """The probes whose value is finite, with a warning naming those dropped; an error when none is left."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return probes, values
+    dropped = [probes[int(i)]["example_id"] for i in np.flatnonzero(~finite)]
+    if not finite.any():
+        raise ValueError(f"Every one of the {len(dropped)} probes {problem}: nothing was measured")
+    warnings.warn(f"{len(dropped)} of {len(values)} probes dropped: each {problem} (e.g. {dropped[:3]})", stacklevel=3)
+    return probes.select(np.flatnonzero(finite).tolist()), values[finite]
 
 
 def _load_matrix(source: str) -> ForgettingMatrix:

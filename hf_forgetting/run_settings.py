@@ -14,12 +14,62 @@ IGNORED_TRAINING_SETTINGS = frozenset({
     "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "push_to_hub", "hub_model_id",
     "hub_strategy", "hub_token", "hub_private_repo", "dataloader_num_workers", "resume_from_checkpoint",
 })
+IGNORED_MODEL_SETTINGS = frozenset({"trust_remote_code"})
 
 
 def result_settings(training_args) -> dict:
     """The settings of a `TrainingArguments` that change what training produces, as JSON-able values."""
     kept = {key: value for key, value in training_args.to_dict().items() if key not in IGNORED_TRAINING_SETTINGS}
     return json.loads(json.dumps(kept, default=str))
+
+
+# Settings that may differ between two runs whose results are compared: they place the same training on
+# other hardware (the batch layout is compared as the effective batch instead).
+LAYOUT_SETTINGS = frozenset({
+    "per_device_train_batch_size", "gradient_accumulation_steps", "per_device_eval_batch_size", "use_cpu", "local_rank",
+    "ddp_backend", "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "fsdp", "fsdp_config",
+    "deepspeed", "accelerator_config", "parallelism_config", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+    "activation_checkpointing",
+})
+
+
+def settings_fingerprint(settings: dict) -> dict:
+    """What must match for two runs' rows to be comparable: the settings, with the batch layout
+    reduced to the effective batch (2 processes x 4 rows trains like 1 process x 8 rows)."""
+    fingerprint = json.loads(json.dumps(settings))
+    training = fingerprint.get("training", {})
+    per_device = training.get("per_device_train_batch_size") or 1
+    accumulation = training.get("gradient_accumulation_steps") or 1
+    training["effective_batch_size"] = per_device * accumulation * (fingerprint.pop("world_size", None) or 1)
+    for key in LAYOUT_SETTINGS:
+        training.pop(key, None)
+    for key, default in (("task_prompt_field", None), ("task_completion_field", None), ("score_dtype", "float32")):
+        fingerprint.get("collect", {}).setdefault(key, default)  # settings written before these fields existed
+    return fingerprint
+
+
+def settings_differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    """The settings that differ, as `name: old -> new`: every top-level entry (e.g. `preparation`, the way
+    training rows are built), and within the sections those both record."""
+    changed = []
+    keys = set(previous) | set(current) if not prefix else set(previous) & set(current)
+    for key in sorted(keys):
+        old, new = previous.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += settings_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changed
+
+
+def model_settings(model_args) -> dict:
+    """The model settings (a `trl.ModelConfig`: the model, its precision, LoRA) that change a result, JSON-able."""
+    return {key: _jsonable(value) for key, value in vars(model_args).items() if key not in IGNORED_MODEL_SETTINGS}
+
+
+def _jsonable(value):
+    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
 
 
 def check_training_settings(training_args) -> None:

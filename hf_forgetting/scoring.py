@@ -8,7 +8,9 @@ Which tokens are scored depends on the example's format (the formats TRL's SFTTr
 Examples are sorted by length and batched, the final hidden states are projected through the LM
 head in chunks of scored positions only (the ``[batch, length, vocab]`` logits never exist), and
 under ``accelerate`` / ``torchrun`` every process scores a strided shard of the length-sorted order;
-the results are gathered and returned in input order.
+the results are gathered and returned in input order. Models whose logits are more than the LM head of
+the hidden states (scaled or soft-capped, see ``LOGIT_TRANSFORM_FIELDS``) are scored with their own
+forward; the first batch checks the shortcut against the model's own logits and falls back to it too.
 """
 
 from __future__ import annotations
@@ -146,11 +148,33 @@ def _length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | N
     return batches
 
 
-def _has_plain_lm_head(model) -> bool:
+# Config fields with which transformers computes the logits as more than `lm_head(hidden)`: soft-capped
+# (Gemma 2/3), scaled (Cohere, Granite, FalconH1, ...). Where one is set, the model computes its own logits.
+LOGIT_TRANSFORM_FIELDS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def logits_are_lm_head_of_hidden(model) -> bool:
+    """Whether `model`'s logits are its output embedding applied to the decoder's last hidden state, so
+    that the LM head can be applied to chosen positions only (by its config; :func:`score_examples` also
+    checks it on its first batch)."""
     config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    exotic = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "output_multiplier"))
-    return isinstance(head, torch.nn.Linear) and hasattr(model, "get_decoder") and not exotic
+    transformed = any(getattr(text_config, name, None) is not None for name in LOGIT_TRANSFORM_FIELDS)
+    return isinstance(head, torch.nn.Linear) and hasattr(model, "get_decoder") and not transformed
+
+
+@torch.no_grad()
+def _head_path_matches_model(model, batch: dict, prefix: int = 64) -> bool:
+    """On the first row of `batch` (up to `prefix` tokens): are `lm_head(decoder(x))` and the model's own
+    logits the same, to the precision of the weights?"""
+    length = int(batch["attention_mask"][0].sum().clamp(min=1, max=prefix))
+    inputs = {"input_ids": batch["input_ids"][:1, :length], "attention_mask": batch["attention_mask"][:1, :length]}
+    own = model(**inputs).logits.float()
+    projected = model.get_output_embeddings()(model.get_decoder()(**inputs).last_hidden_state).float()
+    tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 3e-2
+    scale = max(1.0, float(own.abs().max()))
+    return bool(torch.allclose(projected, own, rtol=tolerance, atol=tolerance * scale))
 
 
 def _padded_batch(encoded: list[tuple[list[int], list[bool]]], pad_id: int, device: torch.device) -> dict:
@@ -177,12 +201,12 @@ def _padded_batch(encoded: list[tuple[list[int], list[bool]]], pad_id: int, devi
 
 
 @torch.no_grad()
-def _batch_nll_sums(model, batch: dict, chunk_size: int) -> torch.Tensor:
+def _batch_nll_sums(model, batch: dict, chunk_size: int, head_on_scored_positions: bool) -> torch.Tensor:
     """Sum of the scored tokens' NLL per row of one `_padded_batch`, on its device."""
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     rows, positions, targets = batch["rows"], batch["positions"], batch["targets"]
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=input_ids.device)
-    if _has_plain_lm_head(model):
+    if head_on_scored_positions:
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         selected = hidden[rows, positions]
         head = model.get_output_embeddings()
@@ -247,9 +271,15 @@ def score_examples(
     was_training = model.training
     model.eval()
     sums = []  # stay on the device until every batch is queued: no synchronisation per batch
+    head_on_scored_positions = logits_are_lm_head_of_hidden(model)
     try:
-        for batch in tqdm(batches, desc="scoring", disable=not (show_progress and state.is_main_process)):
-            sums.append(_batch_nll_sums(model, _padded_batch([encoded[i] for i in batch], pad_id, device), chunk_size))
+        for number, batch in enumerate(tqdm(batches, desc="scoring", disable=not (show_progress and state.is_main_process))):
+            padded = _padded_batch([encoded[i] for i in batch], pad_id, device)
+            if number == 0 and head_on_scored_positions and not _head_path_matches_model(model, padded):
+                warnings.warn(f"{type(model).__name__}: the model's logits are not lm_head(hidden states) (a scaling or "
+                              "capping its config does not name?); scoring with the model's own forward", stacklevel=2)
+                head_on_scored_positions = False
+            sums.append(_batch_nll_sums(model, padded, chunk_size, head_on_scored_positions))
     finally:
         model.train(was_training)
     totals = torch.cat(sums).tolist() if sums else []

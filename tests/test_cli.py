@@ -146,7 +146,7 @@ def test_train_stage_with_a_scores_file(tiny_checkpoint, tmp_path, capsys):
     ]
     assert cli.main([*argv, "--monitor_probes", "2", "--monitor_every_n_steps", "1", "--monitor_max_length", "16"]) == 0
     out = capsys.readouterr().out
-    assert "never-replayed upstream examples: 2" in out and "Forgetting monitor: probe mean" in out
+    assert "2 upstream examples held out (never replayed)" in out and "Forgetting monitor: probe mean" in out
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "forgetting_monitor.png").exists()
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "forgetting/probe_mean" in e] == [1, 2]

@@ -182,13 +182,28 @@ def test_bad_known_entries_are_clear_errors(make, small_matrix):
 
 
 @pytest.mark.parametrize("make", [lambda: MFPredictor(rank=999, iterations=2), lambda: LogisticMFPredictor(rank=999, steps=2)])
-def test_a_rank_beyond_the_matrix_is_reduced_to_what_it_holds(make, small_matrix, tmp_path):
-    """Rank 999 on an 8 x 40 matrix would be unidentified and cost minutes and gigabytes."""
+def test_a_rank_beyond_the_matrix_is_fitted_at_what_it_holds_and_the_setting_is_kept(make, small_matrix, tmp_path):
+    """Rank 999 on an 8 x 40 matrix would be unidentified and cost minutes and gigabytes: 8 factors are
+    fitted, and `rank` stays the user's setting, so the same predictor refitted on a larger matrix gets more."""
+    predictor = make()
     with pytest.warns(UserWarning, match="rank 999 reduced to 8: a 8 x 40 matrix holds no more"):
-        predictor = make().fit(small_matrix)
-    assert predictor.rank == 8 and predictor.get_config()["rank"] == 8
+        predictor.fit(small_matrix)
+    assert predictor.rank == 999 and predictor.get_config()["rank"] == 999
+    assert predictor.fitted_rank == 8 and predictor.example_factors.shape == (40, 8)
     predictor.save_pretrained(tmp_path)
-    assert type(predictor).from_pretrained(tmp_path).rank == 8
+    loaded = type(predictor).from_pretrained(tmp_path)
+    assert (loaded.rank, loaded.fitted_rank) == (999, 8)
+    np.testing.assert_allclose(loaded.predict(["e1", "e2"], [0.1, 0.2]), predictor.predict(["e1", "e2"], [0.1, 0.2]))
+    wider = ForgettingMatrix(np.vstack([small_matrix.values] * 2), task_ids=[f"t{i}" for i in range(16)],
+                             example_ids=small_matrix.example_ids, metric=small_matrix.metric)
+    with pytest.warns(UserWarning, match="rank 999 reduced to 16"):
+        assert predictor.fit(wider).fitted_rank == 16
+
+
+@pytest.mark.parametrize("make", [lambda: MFPredictor(iterations=0), lambda: MFPredictor(iterations=-1)])
+def test_mf_without_als_sweeps_is_refused_when_built(make):
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        make()
 
 
 def test_malformed_saved_predictors_are_refused(small_matrix, tmp_path):

@@ -143,7 +143,6 @@ def test_bad_inputs_fail_before_training():
 
 
 def test_the_numbers_reach_tensorboard(tiny_tokenizer, tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monitor = ForgettingMonitorCallback(probes(), every_n_steps=3, num_probes=4, max_length=32)
@@ -193,12 +192,15 @@ def test_a_predictor_of_another_model_warns_and_sets_the_scored_length(tiny_chec
 
 
 def test_model_identity_matches_spellings_of_one_model(tiny_checkpoint):
-    from hf_forgetting import sources
-    from hf_forgetting.modeling import EMBEDDED_MODEL, model_identity, resolve_model_path
+    from hf_forgetting.modeling import model_identity
 
     assert model_identity(str(tiny_checkpoint)) == model_identity(f"{tiny_checkpoint}/../{tiny_checkpoint.name}")
     assert model_identity("someone/model") != model_identity(str(tiny_checkpoint))
-    if not (sources.cache_dir() / "models" / "smollm2-135m-instruct" / "config.json").exists():
-        pytest.skip("the embedded model is not converted on this machine")
+
+
+@pytest.mark.integration
+def test_the_embedded_models_name_and_its_folder_are_one_model():
+    from hf_forgetting.modeling import EMBEDDED_MODEL, model_identity, resolve_model_path
+
     # the embedded name and the folder it loads from (a model's name_or_path) are one model
     assert model_identity(EMBEDDED_MODEL) == model_identity(resolve_model_path(EMBEDDED_MODEL))

@@ -53,6 +53,7 @@ def test_the_readme_has_python_blocks_and_every_local_link_exists():
             assert link.startswith("http") or (page.parent / link).exists(), f"{page.name}: {link}"
 
 
+@pytest.mark.slow
 def test_the_readme_analyse_commands_run_as_written(tmp_path):
     """`analyze`, `evaluate`, `fit` and `predict` of "Analyse and predict", on the shipped matrix; the
     measured CSV `predict` reads is what `measure` writes (here: 30 entries of a known row)."""

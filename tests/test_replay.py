@@ -87,6 +87,29 @@ def test_schedule_is_a_function_of_seed_epoch_and_switches():
     assert list(restored) == seen
 
 
+def test_new_scores_apply_to_the_next_replay_row_drawn():
+    """A switch made while the sampler waits before a replay slot applies to that slot (not one later)."""
+    sampler = ReplaySampler(num_task=8, num_replay=4, replay_every=2, seed=0, selection="max")
+    iterator = iter(sampler)
+    assert [next(iterator) for _ in range(2)] == [int(i) for i in np.random.default_rng([0, 0]).permutation(8)[:2]]
+    sampler.set_scores(np.array([0.0, 0.0, 0.0, 10.0]))
+    assert next(iterator) == 8 + 3  # the replay row right after the switch follows the new scores
+    rest = list(iterator)
+    assert sorted(i - 8 for i in rest if i >= 8) == [0, 1, 2]
+
+
+def test_rows_of_equal_or_zero_weight_come_in_a_random_order_not_by_row_number():
+    """MIR scores non-candidates -inf: once the candidates are drawn, the others must not follow row order."""
+    scores = np.full(100, -np.inf)
+    scores[[40, 70]] = [0.2, 0.5]
+    for selection in ("max", "sample"):
+        orders = [draw_order(scores, 0.1, selection, np.random.default_rng(seed)) for seed in range(3)]
+        assert all(list(order[:2]) == [70, 40] for order in orders)
+        rest = [list(order[2:]) for order in orders]
+        assert all(sorted(r) == sorted(set(range(100)) - {40, 70}) for r in rest)
+        assert all(r != sorted(r) for r in rest) and rest[0] != rest[1]
+
+
 # -- the config --------------------------------------------------------------------------------
 
 
@@ -108,10 +131,48 @@ def test_bad_config(overrides, message, tmp_path):
         config(tmp_path, **overrides)
 
 
-def test_config_defaults_follow_the_paper(tmp_path):
+def test_config_defaults_follow_the_paper_and_replay_from_the_whole_pool(tmp_path):
     args = ReplayConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True)
     assert args.replay_ratio == 1 / 32 and args.replay_every == 32 and args.replay_temperature == 0.1
-    assert args.replay_selection == "sample" and args.replay_seed == args.seed
+    assert args.replay_selection == "sample" and args.replay_heldout_size == 0
+    assert args.replay_seed is None and args.resolved_replay_seed == args.seed == 42
+
+
+def test_the_replay_seed_follows_seed_unless_it_was_set(tmp_path):
+    import dataclasses
+
+    args = ReplayConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, seed=1)
+    assert dataclasses.replace(args, seed=7).resolved_replay_seed == 7  # split and schedule follow the new seed
+    pinned = ReplayConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, seed=1, replay_seed=3)
+    assert dataclasses.replace(pinned, seed=7).resolved_replay_seed == 3
+
+
+def test_a_default_config_replays_from_every_upstream_example_and_says_so(tiny_tokenizer, tmp_path, capsys):
+    texts = [t for t in stdlib_corpus() if len(t) > 60]
+    upstream = Dataset.from_list([{"example_id": f"doc/{i}", "text": texts[i % len(texts)][:120]} for i in range(200)])
+    args = ReplayConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, max_steps=1, per_device_train_batch_size=4,
+                        report_to="none", save_strategy="no", disable_tqdm=True, max_length=48, replay_strategy="random")
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(64),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream)
+    assert trainer.replay_pool_size == 200 and trainer.heldout_ids == [] and len(trainer.replay_ids) == 200
+    trainer.train()
+    assert ("ReplayTrainer: replay pool 200 of 200 upstream examples (0 held out), 2 replay rows per epoch "
+            "(one after every 32 of 64 task rows)") in capsys.readouterr().out
+
+
+def test_a_pool_smaller_than_an_epochs_replay_rows_is_named_in_a_warning(tiny_tokenizer, tmp_path):
+    args = config(tmp_path, max_steps=1, replay_strategy="random", replay_ratio=1 / 2, replay_heldout_size=15)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream_dataset())
+    with pytest.warns(UserWarning, match=r"One epoch draws 16 replay rows from a replay pool of 5 upstream examples: "
+                                         r"each is replayed about 3.2 times per epoch.*replay_ratio \(0.5\).*replay_heldout_size \(15\)"):
+        trainer.train()
+
+
+def test_holding_out_every_upstream_example_is_refused(tiny_tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="replay_heldout_size=20 leaves no upstream example to replay: the replay dataset has 20"):
+        ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path, replay_heldout_size=20, replay_strategy="random"),
+                      train_dataset=task_dataset(), processing_class=tiny_tokenizer, replay_dataset=upstream_dataset())
 
 
 # -- the trainer -------------------------------------------------------------------------------
@@ -175,6 +236,79 @@ def test_replay_rows_are_interleaved_masked_and_never_heldout(replay_max_length,
             task_rows += 1
             assert labels[0] == -100 and 0 < trained < len(real) - 3
     assert (replay_rows, task_rows) == (8, 32)  # one epoch in 10 steps of 4: a replay row after every 4 task rows
+
+
+def replay_tokens(trainer, rows, kept=48):
+    """Token ids of replay rows (indices into trainer.replay_ids), cut as replayed."""
+    return [tuple(trainer.processing_class(example["text"])["input_ids"][:kept]) for example in trainer.replay_examples(rows)]
+
+
+def trained_replay_tokens(trainer, batches, upstream, kept=48):
+    """Token ids of the replay rows in the recorded batches, in order (rows that are upstream texts)."""
+    upstream_tokens = {tuple(trainer.processing_class(row["text"])["input_ids"][:kept]) for row in upstream}
+    pad = trainer.processing_class.pad_token_id
+    real = [tuple(ids[: (ids != pad).nonzero().max() + 1].tolist()) for batch in batches for ids in batch["input_ids"]]
+    return [tokens for tokens in real if tokens in upstream_tokens]
+
+
+def test_trained_replay_rows_are_the_replay_rows_of_the_batches_trained(tiny_tokenizer, tmp_path):
+    upstream = upstream_dataset()
+    args = config(tmp_path, max_steps=3, replay_strategy="random")  # 12 of the epoch's 40 rows
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream)
+    batches = record_batches(trainer)
+    trainer.train()
+    trained = trainer.trained_replay_rows()
+    assert replay_tokens(trainer, trained) == trained_replay_tokens(trainer, batches, upstream) and len(trained) == 2  # not the epoch's 8
+
+
+def test_mir_in_training_replays_the_most_forgotten_fresh_candidates(tiny_tokenizer, tmp_path):
+    """MIR with real scoring: after each refresh, the rows drawn are that refresh's candidates by decreasing
+    measured forgetting (skipping rows this epoch already replayed), never the rest of the pool by row number."""
+    upstream = upstream_dataset()
+    args = config(tmp_path, max_steps=8, replay_strategy="mir", mir_candidates=4, mir_refresh_steps=2, replay_selection="max",
+                  replay_ratio=1 / 2, learning_rate=5e-3)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream)
+    measured, score = [], trainer.score_replay_rows
+    trainer.score_replay_rows = lambda rows: measured.append((list(rows), score(rows))) or measured[-1][1]
+    batches = record_batches(trainer)
+    trainer.train()
+    base = measured[0][1]  # the whole pool, before the first update
+    assert measured[0][0] == list(range(15)) and len(measured) == 1 + 4  # refreshes at steps 2, 4, 6, 8
+    sampler = trainer.replay_sampler
+    stream = list(sampler)
+    switches = [p for _, p, _ in sampler.switches]
+    trained = stream[: 8 * 4]
+    used, checked = set(), 0
+    for position, index in enumerate(trained):
+        if index < 32:
+            continue
+        row = index - 32
+        refresh = max(i for i, p in enumerate(switches) if p <= position)
+        if refresh > 0:
+            rows, values = measured[refresh]
+            forgetting = {r: values[rows.index(r)] - base[r] for r in rows if r not in used}
+            assert forgetting[row] == max(forgetting.values())  # the most forgotten candidate not yet replayed (ties either way)
+            checked += 1
+        used.add(row)
+    assert checked >= 3
+    assert replay_tokens(trainer, trainer.trained_replay_rows()) == trained_replay_tokens(trainer, batches, upstream)
+
+
+def test_online_probes_without_a_scored_token_are_left_out_of_the_fold_in(tiny_tokenizer, tmp_path):
+    from hf_forgetting import ForgettingMatrix, MFPredictor
+
+    texts = stdlib_corpus()
+    upstream = Dataset.from_list([{"example_id": f"doc/{i}", "text": "x" if i % 2 else texts[i][:200]} for i in range(20)])
+    ids = upstream["example_id"]
+    predictor = MFPredictor(rank=2).fit(ForgettingMatrix(np.random.default_rng(1).normal(size=(5, 20)), [f"t{i}" for i in range(5)], ids))
+    args = config(tmp_path, max_steps=4, replay_strategy="online", online_num_probe=8, online_warmup_fraction=0.5)
+    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                            processing_class=tiny_tokenizer, replay_dataset=upstream, replay_predictor=predictor)
+    with pytest.warns(UserWarning, match="of 8 online probes have no token to score"):
+        trainer.train()
+    assert len(trainer.replay_sampler.switches) == 2 and np.isfinite(trainer.replay_sampler.switches[1][2]).all()
 
 
 def test_predicted_scores_from_a_predictor(tiny_tokenizer, tmp_path):

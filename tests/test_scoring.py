@@ -6,6 +6,7 @@ so a mistake in ``tokenize_for_scoring`` shows up as a disagreement.
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,59 @@ def test_two_processes_give_the_same_scores_as_one(tiny_checkpoint, tmp_path):
     one, two = np.load(single), np.load(double)
     assert one.shape == two.shape == (24,)
     np.testing.assert_allclose(one, two, atol=1e-5)
+
+
+def tiny_granite(vocab_size: int, logits_scaling: float):
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(0)
+    config = GraniteConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+                           logits_scaling=logits_scaling)
+    return GraniteForCausalLM(config).eval()
+
+
+def tiny_falcon_h1(vocab_size: int, lm_head_multiplier: float):
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    torch.manual_seed(0)
+    config = FalconH1Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False, mamba_d_ssm=32,
+                            mamba_n_heads=4, mamba_d_head=8, mamba_d_state=8, mamba_n_groups=1, mamba_chunk_size=16,
+                            lm_head_multiplier=lm_head_multiplier)
+    return FalconH1ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("make", [lambda v: tiny_granite(v, 8.0), lambda v: tiny_falcon_h1(v, 0.25)], ids=["granite", "falcon_h1"])
+def test_models_that_scale_their_logits_are_scored_with_their_own_logits(make, tiny_tokenizer):
+    model = make(len(tiny_tokenizer))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(30)  # logits far from 0, so that their scaling shows in the NLL
+    dataset = Dataset.from_dict({"text": TEXTS[:4]})
+    references = [reference_text(tiny_tokenizer, text) for text in TEXTS[:4]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known by its config: no fallback warning needed
+        scores = check_against_reference(model, tiny_tokenizer, dataset, references, batch_size=2)
+    # the shortcut (LM head of the hidden states) would give other numbers for these models
+    hidden = model.get_decoder()(input_ids=torch.tensor([references[0][0]])).last_hidden_state
+    unscaled = torch.log_softmax(model.get_output_embeddings()(hidden)[0, :-1].double(), -1)
+    shortcut = -unscaled[torch.arange(len(references[0][0]) - 1), torch.tensor(references[0][0][1:])].mean().item()
+    assert abs(shortcut - scores[0]) > 0.5
+
+
+def test_a_model_whose_logits_differ_from_its_lm_head_for_an_unlisted_reason_falls_back_with_a_warning(tiny_tokenizer):
+    from conftest import build_model
+
+    model = build_model(len(tiny_tokenizer))
+    forward = model.forward
+
+    def tempered(*args, **kwargs):  # a scaling no config field announces
+        output = forward(*args, **kwargs)
+        output.logits = output.logits / 3
+        return output
+
+    model.forward = tempered
+    dataset = Dataset.from_dict({"text": TEXTS[:4]})
+    references = [reference_text(tiny_tokenizer, text) for text in TEXTS[:4]]
+    with pytest.warns(UserWarning, match="logits are not lm_head\\(hidden states\\)"):
+        check_against_reference(model, tiny_tokenizer, dataset, references, batch_size=2)

@@ -258,13 +258,13 @@ class ForgettingPredictor:
         raise NotImplementedError
 
     def _fitted_rank(self, values: np.ndarray) -> int:
-        """`self.rank`, reduced to what the matrix can hold: a larger rank is unidentified and only costs
-        time and memory (rank 999 on a 12 x 200 matrix ran for more than 10 minutes at 2 GB)."""
+        """The rank fitted: `self.rank`, reduced to what the matrix can hold (a larger rank is unidentified
+        and only costs time and memory). `self.rank` stays what was asked, so a refit on a larger matrix
+        gets it back."""
         if self.rank > min(values.shape):
             warnings.warn(f"rank {self.rank} reduced to {min(values.shape)}: a {values.shape[0]} x {values.shape[1]} "
                           "matrix holds no more", stacklevel=4)
-            self.rank = min(values.shape)
-        return self.rank
+        return min(self.rank, *values.shape)
 
     def _fold_in(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -316,6 +316,12 @@ class BiasedFactorsPredictor(ForgettingPredictor):
         columns, values = self.validate_known(known_example_ids, known_values)
         return self.task_parameters(columns, values)
 
+    @property
+    def fitted_rank(self) -> int:
+        """Factors actually fitted: `rank`, or fewer where the matrix could not hold more."""
+        self._check_fitted()
+        return self.example_factors.shape[1]
+
     def known_task_positions(self) -> np.ndarray:
         """`[bias, factors]` of each known task, one row each."""
         return np.hstack([self.task_bias[:, None], self.task_factors])
@@ -335,6 +341,8 @@ class BiasedFactorsPredictor(ForgettingPredictor):
         n = len(self.example_ids)
         self.mu = self._finite_state(state, "mu", source)
         self.example_bias = self._expect(arrays, "example_bias", (n,), source)
-        self.example_factors = self._expect(arrays, "example_factors", (n, self.rank), source)
+        self.example_factors = self._expect(arrays, "example_factors", (n, None), source)
+        if not 1 <= self.example_factors.shape[1] <= self.rank:
+            raise ValueError(f"{source}: tensor 'example_factors' has {self.example_factors.shape[1]} factors; rank is {self.rank}")
         self.task_bias = self._expect(arrays, "task_bias", (None,), source)
-        self.task_factors = self._expect(arrays, "task_factors", (len(self.task_bias), self.rank), source)
+        self.task_factors = self._expect(arrays, "task_factors", (len(self.task_bias), self.example_factors.shape[1]), source)

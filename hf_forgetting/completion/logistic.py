@@ -44,7 +44,7 @@ class LogisticMFPredictor(BiasedFactorsPredictor):
         self.learning_rate, self.seed = float(learning_rate), int(seed)
 
     def _fit(self, values, matrix):
-        self._fitted_rank(values)
+        rank = self._fitted_rank(values)
         observed = ~np.isnan(values)
         target = (np.nan_to_num(values) > 0).astype(np.float64)
         weight = observed / observed.sum()
@@ -55,8 +55,8 @@ class LogisticMFPredictor(BiasedFactorsPredictor):
             "mu": np.array([np.log(max(rate, 1e-3) / max(1 - rate, 1e-3))]),
             "task_bias": np.zeros(num_tasks),
             "example_bias": np.zeros(num_examples),
-            "task_factors": rng.normal(0, 0.1, (num_tasks, self.rank)),
-            "example_factors": rng.normal(0, 0.1, (num_examples, self.rank)),
+            "task_factors": rng.normal(0, 0.1, (num_tasks, rank)),
+            "example_factors": rng.normal(0, 0.1, (num_examples, rank)),
         }
         moments = {name: (np.zeros_like(p), np.zeros_like(p)) for name, p in params.items()}
         for step in range(1, self.steps + 1):

@@ -47,6 +47,8 @@ class MFPredictor(BiasedFactorsPredictor):
             raise ValueError(f"rank must be >= 1; got {rank}")
         if reg <= 0:
             raise ValueError(f"reg must be > 0 for a well-posed fold-in; got {reg}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1 (ALS sweeps); got {iterations}")
         self.rank, self.reg, self.iterations, self.seed = int(rank), float(reg), int(iterations), int(seed)
 
     @classmethod
@@ -55,13 +57,13 @@ class MFPredictor(BiasedFactorsPredictor):
         return cls(rank=max(1, min(5, matrix.shape[0] - 1))).fit(matrix)
 
     def _fit(self, values, matrix):
-        self._fitted_rank(values)
+        rank = self._fitted_rank(values)
         observed = (~np.isnan(values)).astype(np.float64)
         self.mu, _, _ = additive_fit(values)
         centred = values - self.mu
         rng = np.random.default_rng(self.seed)
         num_tasks, num_examples = values.shape
-        example_part = np.hstack([np.zeros((num_examples, 1)), rng.normal(0, 0.1, (num_examples, self.rank))])
+        example_part = np.hstack([np.zeros((num_examples, 1)), rng.normal(0, 0.1, (num_examples, rank))])
         for _ in range(self.iterations):
             # tasks: [b_i, p_i] given [b_j, q_j]; design [1, q_j], target z - mu - b_j
             task_part = _batched_ridge(

@@ -38,11 +38,13 @@ class ReplayConfig(SFTConfig):
         replay_selection (`str`, *optional*, defaults to `"sample"`):
             `"sample"`: draw without replacement with probabilities softmax(f / T); `"max"`: take the highest
             scores first.
-        replay_heldout_size (`int`, *optional*, defaults to `1000`):
-            Upstream examples set aside (a seeded random subset) that are never replayed; forgetting is evaluated on
-            them. Capped so that at least one example remains replayable.
+        replay_heldout_size (`int`, *optional*, defaults to `0`):
+            Upstream examples set aside (a seeded random subset) that are never replayed, to evaluate forgetting on
+            (`trainer.heldout_ids`). By default every upstream example can be replayed; an evaluation holds out a set
+            explicitly. At least one example must remain replayable.
         replay_seed (`int` or `None`, *optional*):
-            Seed of the held-out split and the replay schedule; defaults to `seed`.
+            Seed of the held-out split and the replay schedule; `None` (the default) follows `seed`, also when
+            `seed` is changed later (e.g. with `dataclasses.replace`). See [`ReplayConfig.resolved_replay_seed`].
         replay_loss_weighting (`str`, *optional*, defaults to `"token"`):
             `"token"`: the usual mean over all scored tokens of the batch; `"sequence"`: the mean over sequences of
             each sequence's mean token loss (over the whole accumulated batch of every process), so long replayed
@@ -82,7 +84,7 @@ class ReplayConfig(SFTConfig):
                   "choices": list(REPLAY_SELECTIONS)},
     )
     replay_heldout_size: int = field(
-        default=1000, metadata={"help": "Upstream examples never replayed (forgetting is evaluated on them)."}
+        default=0, metadata={"help": "Upstream examples never replayed, to evaluate forgetting on (default: none held out)."}
     )
     replay_seed: int | None = field(default=None, metadata={"help": "Seed of the held-out split and schedule (default: seed)."})
     replay_loss_weighting: str = field(
@@ -138,8 +140,11 @@ class ReplayConfig(SFTConfig):
                 "packing=True cannot be combined with replay: packed sequences merge task and replay examples, so the "
                 "replay schedule and the per-example loss masks lose their meaning. Set packing=False."
             )
-        if self.replay_seed is None:
-            self.replay_seed = self.seed
+
+    @property
+    def resolved_replay_seed(self) -> int:
+        """The seed of the held-out split and the replay schedule: `replay_seed`, or `seed` when it is unset."""
+        return self.seed if self.replay_seed is None else self.replay_seed
 
     @property
     def replay_every(self) -> int:

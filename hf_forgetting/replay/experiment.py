@@ -45,8 +45,8 @@ from ..data.matrix_sources import collect_settings, load_matrix_upstream
 from ..files import atomic_write_text
 from ..format.collect_rows import task_filename
 from ..matrix import ForgettingMatrix
-from ..modeling import load_model_and_tokenizer, resolve_model_path
-from ..run_settings import result_settings
+from ..modeling import load_model_and_tokenizer, peft_config, resolve_model_path
+from ..run_settings import model_settings, result_settings, settings_differences, settings_fingerprint
 from ..scoring import SCORE_DTYPES, cast_for_scoring, score_examples
 from ..stats import paired_comparison
 from ..training_data import prepare_training_rows
@@ -98,6 +98,11 @@ class ReplayExperimentArguments:
         metadata={"help": "Precision of held-out and task scoring, the same in every arm (default: the matrix's).",
                   "choices": [None, *SCORE_DTYPES]},
     )
+    allow_settings_mismatch: bool = field(
+        default=False,
+        metadata={"help": "Run although the fine-tuning settings differ from those the matrix was collected with "
+                          "(the differences are recorded in every run file and the summary)."},
+    )
 
     def __post_init__(self):
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -147,6 +152,8 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
             model_args = dataclasses.replace(model_args, model_name_or_path=matrix.metadata["base_model"])
         resolve_model_path(model_args.model_name_or_path)  # converts the embedded model once, on the main process
     test_tasks = choose_test_tasks(matrix, args)
+    differences = _check_training_settings(args, matrix, replay_args, model_args)
+    _check_heldout_and_eval_sets(args, replay_args, settings, len(upstream), test_tasks)
     training = result_settings(replay_args)
     matrix_key = [matrix.header().to_json(), matrix.task_ids, hashlib.sha256(matrix.values.tobytes()).hexdigest()]
     args = dataclasses.replace(args, score_dtype=args.score_dtype or settings.get("score_dtype", "float32"))
@@ -157,21 +164,23 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     label = "replay runs"
     if args.array_size is not None:  # one job of an array: its share of the runs, no summary
         jobs, label = jobs[args.array_index :: args.array_size], f"replay runs (job {args.array_index} of {args.array_size})"
-    heldout_size = len(heldout_rows(len(upstream), replay_args.replay_heldout_size, args.seeds[0]))  # the same for every seed
     runs = []
     for seed, task, method in tqdm(jobs, desc=label, disable=not state.is_main_process):
         key = settings_key(*common, seed, task, method)
         path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}-seed{seed}-{key}.json"
-        finished = _read_run(path, heldout_size)
+        expected = {"task": task, "method": method, "seed": seed, "settings_key": key,
+                    "heldout_ids": [upstream[i]["example_id"] for i in heldout_rows(len(upstream), replay_args.replay_heldout_size, seed)]}
+        finished = _read_run(path, expected)
         if finished is not None:
             runs.append(finished)
             continue
-        runs.append(_run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state))
+        runs.append(_run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state)
+                    | {"settings_differences": differences})
         if state.is_main_process:
             atomic_write_text(path, json.dumps(runs[-1]))
     if args.array_size is not None:
         return {"runs": runs, "summary": None}
-    summary = summarize_runs(runs)
+    summary = summarize_runs(runs) | {"settings_differences": differences}
     if state.is_main_process:
         atomic_write_text(output_dir / "replay_experiment.json", json.dumps({"runs": runs, "summary": summary}, indent=1))
         atomic_write_text(output_dir / "replay_experiment.md", summary_markdown(summary))
@@ -179,24 +188,62 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     return {"runs": runs, "summary": summary}
 
 
-RUN_FIELDS = {"task": str, "method": str, "seed": int, "heldout_forgetting": list, "mean_heldout_forgetting": float,
-              "task_eval_nll": float}
+RUN_FIELDS = {"task": str, "method": str, "seed": int, "settings_key": str, "heldout_ids": list, "heldout_forgetting": list,
+              "mean_heldout_forgetting": float, "top_quartile_forgetting": float, "task_eval_nll": float}
 
 
-def _read_run(path: Path, heldout_size: int) -> dict | None:
-    """A finished run's file, or None when it is missing or unusable (then the run is made again)."""
+def _read_run(path: Path, expected: dict) -> dict | None:
+    """A finished run's file, or None when it is missing or unusable (then the run is made again): it must be
+    the run its name says (task, arm, seed, settings key, held-out examples) with a finite value for each."""
     if not path.exists():
         return None
     try:
         run = json.loads(path.read_text())
         usable = isinstance(run, dict) and all(isinstance(run.get(k), t) for k, t in RUN_FIELDS.items())
-        usable = usable and len(run["heldout_forgetting"]) == heldout_size and np.isfinite(run["heldout_forgetting"]).all()
+        usable = usable and all(run[name] == value for name, value in expected.items())
+        usable = usable and len(run["heldout_forgetting"]) == len(run["heldout_ids"]) and np.isfinite(run["heldout_forgetting"]).all()
     except (ValueError, TypeError):  # not JSON, not UTF-8, or not numbers
         usable = False
     if not usable:
-        warnings.warn(f"{path}: not a usable run file; running it again", stacklevel=2)
+        warnings.warn(f"{path}: not a usable run file of {expected['task']} / {expected['method']} / seed {expected['seed']}; "
+                      "running it again", stacklevel=2)
         return None
     return run
+
+
+def _check_training_settings(args: ReplayExperimentArguments, matrix: ForgettingMatrix, replay_args, model_args) -> list[str]:
+    """The fine-tuning settings (training and model, LoRA included) that differ from those the matrix's rows
+    were collected with, as `name: matrix -> experiment`; refused unless `allow`. The training seed is the
+    experiment's own (`seeds`), and the batch layout is compared as the effective batch."""
+    recorded = matrix.metadata.get("settings") or {}
+    current = {"training": result_settings(replay_args), "model": model_settings(model_args),
+               "world_size": PartialState().num_processes}
+    matrix_side = {"training": dict(recorded.get("training") or {}), "model": dict(recorded.get("model") or {}),
+                   "world_size": recorded.get("world_size")}
+    for side in (matrix_side, current):
+        side["training"].pop("seed", None)
+    differences = settings_differences(settings_fingerprint(matrix_side), settings_fingerprint(current))
+    if differences and not args.allow_settings_mismatch:
+        raise ValueError(
+            f"The experiment would fine-tune otherwise than the rows of {args.matrix} were collected: "
+            + "; ".join(differences) + ". Use the collection's settings (its recipe), or pass "
+            "--allow_settings_mismatch true to run anyway (the differences are recorded with every run)."
+        )
+    return differences
+
+
+def _check_heldout_and_eval_sets(args, replay_args, settings: dict, num_upstream: int, test_tasks: list[str]) -> None:
+    """Refuse, before any training, an experiment with nothing to measure forgetting or task NLL on."""
+    if replay_args.replay_heldout_size < 1:
+        raise ValueError("The replay experiment measures forgetting on upstream examples no arm replays: set "
+                         f"replay_heldout_size (e.g. half of the {num_upstream} matrix examples)")
+    heldout_rows(num_upstream, replay_args.replay_heldout_size, args.seeds[0])  # leaves a pool to replay, or says why not
+    for task in test_tasks:
+        available = len(from_settings(TaskArguments, settings).load_task(task, max_examples=None))
+        trained = min(settings["max_train_examples"] or available, available)
+        if available - trained < 1:
+            raise ValueError(f"Task {task!r}: all {available} examples are trained on (max_train_examples="
+                             f"{settings['max_train_examples']}), none is left to measure the task NLL on")
 
 
 def _base_scores(heldout_set, model_args, score_length, score_dtype, key: str, output_dir: Path, state) -> np.ndarray:
@@ -252,7 +299,7 @@ def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, 
     prepared.check(task, run_args.max_length, settings.get("min_train_fraction", 0.9), settings.get("allow_hollow_rows", False))
     trainer = ReplayTrainer(
         model=model, args=run_args, train_dataset=prepared.dataset, processing_class=tokenizer, replay_dataset=upstream,
-        replay_scores=scores, replay_predictor=predictor, replay_known=known,
+        replay_scores=scores, replay_predictor=predictor, replay_known=known, peft_config=peft_config(model_args),
     )
     if trainer.heldout_ids != list(heldout_set["example_id"]):
         raise RuntimeError("The trainer's held-out split differs from the experiment's")
@@ -260,19 +307,31 @@ def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, 
     tuned = cast_for_scoring(trainer.accelerator.unwrap_model(trainer.model), args.score_dtype)  # done training
     after = score_examples(tuned, tokenizer, heldout_set, max_length=settings["score_max_length"], show_progress=False)
     task_nll = score_examples(tuned, tokenizer, eval_data, max_length=run_args.max_length, show_progress=False)
-    replayed = [row - trainer.replay_sampler.num_task for row in trainer.replay_sampler if row >= trainer.replay_sampler.num_task]
-    pool_truth = truth[np.setdiff1d(np.arange(len(truth)), heldout)]
+    replayed = trainer.trained_replay_rows()  # indices into the pool, as trained (not the whole epoch's schedule)
+    pool_truth = truth[pool]
+    forgetting = after - base
     shutil.rmtree(run_args.output_dir, ignore_errors=True)
     return {
         "task": task, "method": method, "seed": seed, "settings_key": key, "train_loss": float(result.training_loss),
         "replay": {name: getattr(run_args, name) for name in ARM_SETTINGS},
-        "heldout_forgetting": (after - base).tolist(), "mean_heldout_forgetting": float(np.mean(after - base)),
+        "heldout_ids": list(heldout_set["example_id"]),
+        "heldout_forgetting": forgetting.tolist(), "mean_heldout_forgetting": float(np.mean(forgetting)),
+        "top_quartile_forgetting": float(np.mean(forgetting[top_quartile(truth[heldout])])),
         "task_eval_nll": float(np.nanmean(task_nll)), "replay_pool": trainer.replay_pool_size,
         # diagnostics: how targeted the replayed set was (its true-row mean against the pool's)
+        "replay_rows_trained": len(replayed),
         "replayed_true_mean": float(np.mean(pool_truth[replayed])) if replayed and method != "none" else None,
         "pool_true_mean": float(np.mean(pool_truth)),
         **prepared.counts(), "seconds": round(time.time() - started, 1),
     }
+
+
+def top_quartile(matrix_row: np.ndarray) -> np.ndarray:
+    """Positions of the quarter (at least one) of held-out examples the matrix row forgets most (ties by position).
+
+    The top-quartile endpoint is chosen by the task's matrix row, measured in the collection and not by any arm
+    of the experiment, within each seed's own held-out set: it favours no arm it compares."""
+    return np.argsort(-np.asarray(matrix_row), kind="stable")[: max(1, len(matrix_row) // 4)]
 
 
 def summarize_runs(runs: list[dict]) -> dict:
@@ -280,8 +339,8 @@ def summarize_runs(runs: list[dict]) -> dict:
 
     Each (task, seed) run counts once; a task's value is the mean over its seeds (see
     :func:`hf_forgetting.stats.paired_comparison`). Primary endpoint: mean forgetting of the held-out
-    examples; secondary: of the held-out examples in the top quartile of forgetting under no replay
-    (per task, over its `none` runs); and the task NLL, which replay must not worsen.
+    examples; secondary: of the quarter of each run's held-out examples that the task's matrix row forgets
+    most (:func:`top_quartile`); and the task NLL, which replay must not worsen.
     """
     by: dict[str, dict[str, list[dict]]] = {}
     for run in runs:
@@ -289,14 +348,9 @@ def summarize_runs(runs: list[dict]) -> dict:
     tasks = sorted({run["task"] for run in runs})
     methods = [m for m in METHODS if m in by]
 
-    def values(method, key, examples=None):
-        pick = (lambda r: float(np.mean(np.asarray(r["heldout_forgetting"])[examples[r["task"]]]))) if examples else (lambda r: r[key])
-        return {task: [pick(r) for r in task_runs] for task, task_runs in by.get(method, {}).items()}
+    def values(method, key):
+        return {task: [r[key] for r in task_runs] for task, task_runs in by.get(method, {}).items()}
 
-    top_quartile = {}
-    for task, task_runs in by.get("none", {}).items():
-        none_mean = np.mean([r["heldout_forgetting"] for r in task_runs], axis=0)
-        top_quartile[task] = np.argsort(-none_mean)[: max(1, len(none_mean) // 4)]
     table = {
         m: {
             "mean_heldout_forgetting": float(np.mean([np.mean(v) for v in values(m, "mean_heldout_forgetting").values()])),
@@ -316,8 +370,7 @@ def summarize_runs(runs: list[dict]) -> dict:
     for arm, control in pairs:
         tests[f"{arm}_vs_{control}"] = {
             "heldout_forgetting": paired_comparison(values(arm, "mean_heldout_forgetting"), values(control, "mean_heldout_forgetting")),
-            "top_quartile_forgetting": paired_comparison(values(arm, None, top_quartile), values(control, None, top_quartile))
-            if top_quartile else {},
+            "top_quartile_forgetting": paired_comparison(values(arm, "top_quartile_forgetting"), values(control, "top_quartile_forgetting")),
             "task_eval_nll": paired_comparison(values(arm, "task_eval_nll"), values(control, "task_eval_nll")),
         }
     return {"tasks": tasks, "methods": table, "tests": tests}
@@ -329,9 +382,12 @@ def _mean_or_none(values: list) -> float | None:
 
 
 def summary_markdown(summary: dict) -> str:
-    lines = [f"Held-out tasks ({len(summary['tasks'])}): {', '.join(summary['tasks'])}", "",
-             "| method | runs | mean forgetting of never-replayed upstream examples | task eval NLL | true-row mean of the replayed set (pool) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [f"Held-out tasks ({len(summary['tasks'])}): {', '.join(summary['tasks'])}", ""]
+    if summary.get("settings_differences"):
+        lines += ["Fine-tuned otherwise than the matrix was collected (allow_settings_mismatch): "
+                  + "; ".join(summary["settings_differences"]), ""]
+    lines += ["| method | runs | mean forgetting of never-replayed upstream examples | task eval NLL | true-row mean of the replayed set (pool) |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for method, row in summary["methods"].items():
         targeted = "" if row.get("replayed_true_mean") is None else f"{row['replayed_true_mean']:+.4f} ({row['pool_true_mean']:+.4f})"
         lines.append(f"| {method} | {row['runs']} | {row['mean_heldout_forgetting']:+.4f} | {row['task_eval_nll']:.4f} | {targeted} |")

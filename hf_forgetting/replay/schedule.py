@@ -41,20 +41,27 @@ def standardized(scores: np.ndarray) -> np.ndarray:
 
 
 def draw_order(scores: np.ndarray, temperature: float, selection: str, rng: np.random.Generator) -> np.ndarray:
-    """A full order of the pool: by decreasing score (``max``) or Gumbel-top-k under softmax(f/T) (``sample``)."""
+    """A full order of the pool: by decreasing score (``max``) or Gumbel-top-k under softmax(f/T) (``sample``).
+
+    Rows that cannot be told apart (equal scores under ``max``; rows of zero probability, such as the
+    ``-inf`` of rows MIR did not measure, under ``sample``) come in a random order among themselves, not
+    by row number.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if selection == "max":
-        return np.argsort(-scores, kind="stable")
-    with np.errstate(divide="ignore"):
-        keys = np.log(replay_probabilities(scores, temperature)) + rng.gumbel(size=len(scores))
-    return np.argsort(-keys, kind="stable")
+        keys = scores
+    else:
+        with np.errstate(divide="ignore"):
+            keys = np.log(replay_probabilities(scores, temperature)) + rng.gumbel(size=len(scores))
+    tie_break = rng.permutation(len(scores))
+    return np.lexsort((tie_break, -keys))
 
 
 class ReplaySampler(torch.utils.data.Sampler):
     """Yields dataset indices: task rows interleaved with replay rows (offset by ``num_task``).
 
-    ``switches`` lists ``(epoch, position, scores)``: from task position ``position`` of epoch ``epoch``
-    on, replay rows follow ``scores`` (None = uniform). It is the sampler's whole mutable state, saved in
+    ``switches`` lists ``(epoch, position, scores)``: from stream position ``position`` (rows yielded,
+    task and replay) of epoch ``epoch`` on, replay rows follow ``scores`` (None = uniform). It is the sampler's whole mutable state, saved in
     checkpoints so that a resumed run draws the same rows.
     """
 
@@ -94,13 +101,14 @@ class ReplaySampler(torch.utils.data.Sampler):
         return scores
 
     def set_scores(self, scores: np.ndarray | None) -> None:
-        """Replay rows drawn after the task rows yielded so far follow ``scores`` (None = uniform)."""
+        """Replay rows drawn from now on (after the rows this epoch has yielded so far) follow ``scores``
+        (None = uniform)."""
         self.switches.append((self.epoch, self.position, self._checked(scores)))
 
-    def _active(self, position: int) -> int:
-        """Index of the switch in force for the replay slot after task position ``position`` (>= 1) of this
-        epoch: a switch made after ``p`` task rows applies to slots after later positions only."""
-        return max(i for i, (e, p, _) in enumerate(self.switches) if (e, p) < (self.epoch, position))
+    def _active(self, index: int) -> int:
+        """Index of the switch in force for the row at stream position ``index`` (0-based, task and replay
+        rows counted) of this epoch: a switch made after ``p`` rows were yielded applies from position ``p`` on."""
+        return max(i for i, (e, p, _) in enumerate(self.switches) if (e, p) <= (self.epoch, index))
 
     def _order(self, switch: int, salt: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch, switch, salt])
@@ -112,13 +120,14 @@ class ReplaySampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[int]:
         task_order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_task)
         switch, refills, order, cursor, used = -1, 0, np.empty(0, dtype=np.int64), 0, set()
-        for position, task_row in enumerate(task_order, start=1):
-            self.position = position
+        self.position = 0  # rows yielded so far in this epoch; counted before each yield
+        for count, task_row in enumerate(task_order, start=1):
+            self.position += 1
             yield int(task_row)
-            if position % self.replay_every:
+            if count % self.replay_every:
                 continue
-            if self._active(position) != switch:  # the weights changed (online switch, MIR refresh)
-                switch = self._active(position)
+            if self._active(self.position) != switch:  # the weights changed (online switch, MIR refresh)
+                switch = self._active(self.position)
                 order, cursor = self._order(switch, refills), 0
             while cursor < len(order) and int(order[cursor]) in used:
                 cursor += 1
@@ -129,6 +138,7 @@ class ReplaySampler(torch.utils.data.Sampler):
             replay_row = int(order[cursor])
             used.add(replay_row)
             cursor += 1
+            self.position += 1
             yield self.num_task + replay_row
         self.position = 0
 

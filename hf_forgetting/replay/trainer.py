@@ -6,14 +6,15 @@ predicted to be forgotten most. With ``replay_strategy="none"`` it is exactly ``
 
 Replay rows are tokenised with the same masks as the forgetting scorer (all tokens but the first for
 raw text, the completion or assistant turns otherwise) and appended after the task rows; a
-``ReplaySampler`` decides the order. A seeded subset of ``replay_heldout_size`` upstream examples is
-never replayed (``trainer.heldout_ids``): measure forgetting on it.
+``ReplaySampler`` decides the order. Every upstream example can be replayed unless an evaluation holds a
+seeded subset out (``replay_heldout_size``; ``trainer.heldout_ids``): measure forgetting on it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,8 +35,10 @@ REPLAY_STATE_FILE = "replay_state.json"
 
 
 def heldout_rows(num_examples: int, size: int, seed: int) -> list[int]:
-    """Rows of the upstream set never replayed: a seeded subset of ``size`` (at least one row stays replayable)."""
-    size = min(size, num_examples - 1)
+    """Rows of the upstream set never replayed: a seeded subset of ``size`` (at least one row must stay replayable)."""
+    if not 0 <= size < num_examples:
+        raise ValueError(f"replay_heldout_size={size} leaves no upstream example to replay: the replay dataset has "
+                         f"{num_examples}; hold out fewer (0, the default, replays from all of them)")
     return sorted(np.random.default_rng([seed, 7]).permutation(num_examples)[:size].tolist())
 
 
@@ -91,7 +94,7 @@ class ReplayTrainer(SFTTrainer):
             num_task=self._num_task_rows,
             num_replay=len(self._replayable),
             replay_every=args_.replay_every,
-            seed=args_.replay_seed,
+            seed=args_.resolved_replay_seed,
             temperature=args_.replay_temperature,
             selection=args_.replay_selection,
             scores=self.sampling_scores(scores),
@@ -111,7 +114,7 @@ class ReplayTrainer(SFTTrainer):
         )
         if len(set(ids)) != len(ids):
             raise ValueError("replay_dataset has duplicate example ids")
-        heldout = set(heldout_rows(len(ids), self.args.replay_heldout_size, self.args.replay_seed))
+        heldout = set(heldout_rows(len(ids), self.args.replay_heldout_size, self.args.resolved_replay_seed))
         self._replayable = [i for i in range(len(ids)) if i not in heldout]  # rows of replay_dataset
         self.heldout_ids = [ids[i] for i in sorted(heldout)]
         self.replay_ids = [ids[i] for i in self._replayable]
@@ -170,6 +173,8 @@ class ReplayTrainer(SFTTrainer):
         return self.replay_sampler
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if self.replay_sampler is not None:
+            self._announce_replay()
         if resume_from_checkpoint and self.replay_sampler is not None:
             checkpoint = (
                 get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
@@ -179,6 +184,42 @@ class ReplayTrainer(SFTTrainer):
                 raise FileNotFoundError(f"No {REPLAY_STATE_FILE} in checkpoint {checkpoint}: cannot resume the replay schedule")
             self.load_replay_state(json.loads(state_path.read_text()))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _announce_replay(self) -> None:
+        """One line on what will be replayed, and a warning when an epoch would replay rows more than once."""
+        sampler, total = self.replay_sampler, len(self._all_replay_ids)
+        per_epoch = sampler.num_replay_per_epoch
+        if self.is_world_process_zero():
+            print(f"ReplayTrainer: replay pool {self.replay_pool_size} of {total} upstream examples "
+                  f"({len(self.heldout_ids)} held out), {per_epoch} replay rows per epoch "
+                  f"(one after every {sampler.replay_every} of {sampler.num_task} task rows), strategy {self.args.replay_strategy!r}")
+        if per_epoch > self.replay_pool_size:
+            warnings.warn(
+                f"One epoch draws {per_epoch} replay rows from a replay pool of {self.replay_pool_size} upstream examples: "
+                f"each is replayed about {per_epoch / self.replay_pool_size:.1f} times per epoch. Give more upstream "
+                f"examples, lower replay_ratio ({self.args.replay_ratio:g}) or replay_heldout_size "
+                f"({self.args.replay_heldout_size}).", stacklevel=3)
+
+    def trained_replay_rows(self) -> list[int]:
+        """Replay rows (indices into :attr:`replay_ids`) of the batches trained so far, in order: the first
+        `global_step x total batch` rows of the schedule, epoch after epoch (rows the dataloader fetched
+        ahead of the last step are not counted)."""
+        sampler = self.replay_sampler
+        if sampler is None:
+            return []
+        batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        remaining, rows, epoch = self.state.global_step * batch, [], 0
+        current_epoch = sampler.epoch
+        try:
+            while remaining > 0:
+                sampler.set_epoch(epoch)
+                order = list(sampler)[:remaining]
+                rows += [index - sampler.num_task for index in order if index >= sampler.num_task]
+                remaining -= len(order)
+                epoch += 1
+        finally:
+            sampler.set_epoch(current_epoch)
+        return rows
 
     # -- replay state (saved beside each checkpoint) ----------------------------------------------
     # Not a transformers `ExportableState` callback: Trainer restores those by constructing a new
@@ -310,7 +351,7 @@ class _AdaptiveReplayCallback(TrainerCallback):
 
     def _pool_sample(self, size: int, salt: int) -> np.ndarray:
         pool = self.trainer.replay_pool_size
-        rng = np.random.default_rng([self.trainer.args.replay_seed, 11, salt])
+        rng = np.random.default_rng([self.trainer.args.resolved_replay_seed, 11, salt])
         return np.sort(rng.choice(pool, size=min(size, pool), replace=False))
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -322,6 +363,10 @@ class _AdaptiveReplayCallback(TrainerCallback):
             return
         if args.replay_strategy == "online":
             self.base_scores = trainer.score_replay_rows(self.probe_rows)  # before any update: the base model
+            unscored = [trainer.replay_ids[r] for r, v in zip(self.probe_rows, self.base_scores) if not np.isfinite(v)]
+            if unscored:
+                warnings.warn(f"{len(unscored)} of {len(self.probe_rows)} online probes have no token to score "
+                              f"(e.g. {unscored[:3]}); the row will be completed from the others", stacklevel=2)
         else:  # MIR compares candidates with their base-model NLL: measure the whole pool once
             self.base_scores = trainer.score_replay_rows(range(trainer.replay_pool_size))
 
@@ -329,17 +374,26 @@ class _AdaptiveReplayCallback(TrainerCallback):
         trainer = self.trainer
         if args.replay_strategy == "online":
             switch_step = max(1, math.ceil(args.online_warmup_fraction * state.max_steps))
-            if self.switched or state.global_step < switch_step:
-                return
-            forgetting = trainer.score_replay_rows(self.probe_rows) - self.base_scores
-            known_ids = [trainer.replay_ids[r] for r in self.probe_rows]
-            row = trainer.replay_predictor.predict(known_ids, forgetting)
-            columns = trainer.replay_predictor.column_indices(trainer.replay_ids)
-            trainer.replay_sampler.set_scores(trainer.sampling_scores(row[columns]))
-            self.switched = True
+            if not self.switched and state.global_step >= switch_step:
+                self._switch_to_predicted(trainer)
         elif state.global_step % args.mir_refresh_steps == 0:
             candidates = self._pool_sample(args.mir_candidates, state.global_step)
             forgetting = trainer.score_replay_rows(candidates) - self.base_scores[candidates]
             scores = np.full(trainer.replay_pool_size, -np.inf)
-            scores[candidates] = forgetting  # only fresh candidates; the most forgotten come first
+            # only fresh candidates, the most forgotten first; one without a scored token is not preferred
+            scores[candidates] = np.where(np.isfinite(forgetting), forgetting, -np.inf)
             trainer.replay_sampler.set_scores(trainer.sampling_scores(scores))
+
+    def _switch_to_predicted(self, trainer) -> None:
+        """Measure the probes, complete the row from those with a finite forgetting, replay by it."""
+        self.switched = True
+        forgetting = trainer.score_replay_rows(self.probe_rows) - self.base_scores
+        measured = np.isfinite(forgetting)
+        if not measured.any():
+            warnings.warn(f"None of the {len(forgetting)} online probes has a finite forgetting (no token to score, or a "
+                          "non-finite loss): replay stays random", stacklevel=2)
+            return
+        known_ids = [trainer.replay_ids[r] for r in self.probe_rows[measured]]
+        row = trainer.replay_predictor.predict(known_ids, forgetting[measured])
+        columns = trainer.replay_predictor.column_indices(trainer.replay_ids)
+        trainer.replay_sampler.set_scores(trainer.sampling_scores(row[columns]))
