@@ -45,7 +45,13 @@ def test_every_embedded_task_loads(task):
 
 
 def test_at_least_twelve_distinct_tasks():
-    assert len(EMBEDDED_TASKS) >= 12
+    """Distinct in content, not only in name: no two tasks share a prompt among their first examples."""
+    import itertools
+
+    prompts = {task: set(load_task(task, max_examples=16, seed=0)["prompt"]) for task in EMBEDDED_TASKS}
+    assert len(prompts) >= 12
+    shared = [(a, b) for a, b in itertools.combinations(prompts, 2) if prompts[a] & prompts[b]]
+    assert not shared, shared
 
 
 def test_real_model_scores_match_naive_reference_and_are_plausible(smollm):

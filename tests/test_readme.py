@@ -87,3 +87,6 @@ def test_the_readme_python_blocks_run_as_written(tmp_path):
     assert {"forgetting.csv", "measured.csv", "summary.md", "histogram.png"} <= {p.name for p in measured.iterdir()}
     assert (folder / "predictor" / "predictor.json").exists() and (folder / "elsewhere").is_dir()
     assert "forgetting/probe_mean" in result.stdout  # the monitor's last measurement was printed
+    # the quick start's ReplayTrainer replays from the whole upstream set of the measured matrix, and says so
+    quick_start = re.search(r"ReplayTrainer: replay pool (\d+) of (\d+) upstream examples \((\d+) held out\)", result.stdout)
+    assert quick_start and quick_start.groups() == ("200", "200", "0"), result.stdout[-3000:]

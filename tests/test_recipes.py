@@ -116,3 +116,31 @@ def test_adapt_recipe_parses_into_the_adapt_stage_dataclasses():
     assert (args.num_upstream_examples, args.upstream_seed) == (collect["num_upstream_examples"], collect["upstream_seed"])
     adapted = yaml.safe_load((RECIPES / "smollm2-135m-instruct" / "collect" / "config_adapted.yaml").read_text())
     assert adapted["model_name_or_path"] == training.output_dir  # the collection starts from the adapted base
+
+
+@pytest.mark.parametrize("experiment, collection", [
+    ("replay/config_experiment.yaml", "collect/config_demo.yaml"),
+    ("replay/config_experiment_adapted.yaml", "collect/config_adapted.yaml"),
+])
+def test_each_replay_experiment_fine_tunes_as_its_matrix_was_collected(experiment, collection):
+    """The experiment refuses settings other than the matrix's: its shipped recipes must not differ."""
+    import numpy as np
+
+    from hf_forgetting import ForgettingMatrix
+    from hf_forgetting.collect import run_settings
+    from hf_forgetting.replay.experiment import check_matrix_training_settings
+    from hf_forgetting.run_settings import in_native_precision
+
+    folder = RECIPES / "smollm2-135m-instruct"
+    collect_args, training, model = TrlParser((CollectArguments, SFTConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(folder / collection), *ON_CPU])
+    matrix = ForgettingMatrix(np.zeros((2, 3)), ["a", "b"], ["x", "y", "z"],
+                              metadata={"settings": run_settings(collect_args, in_native_precision(training), model)})
+    experiment_args, replay, experiment_model = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(folder / experiment), *ON_CPU])
+    assert check_matrix_training_settings(experiment_args, matrix, replay, experiment_model) == []
+    assert replay.replay_heldout_size == collect_args.num_upstream_examples // 2
+    changed = TrlParser((ReplayExperimentArguments, ReplayConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(folder / experiment), *ON_CPU, "--learning_rate", "3e-4"])
+    with pytest.raises(ValueError, match="training.learning_rate"):
+        check_matrix_training_settings(changed[0], matrix, changed[1], changed[2])

@@ -152,7 +152,7 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
             model_args = dataclasses.replace(model_args, model_name_or_path=matrix.metadata["base_model"])
         resolve_model_path(model_args.model_name_or_path)  # converts the embedded model once, on the main process
     test_tasks = choose_test_tasks(matrix, args)
-    differences = _check_training_settings(args, matrix, replay_args, model_args)
+    differences = check_matrix_training_settings(args, matrix, replay_args, model_args)
     _check_heldout_and_eval_sets(args, replay_args, settings, len(upstream), test_tasks)
     training = result_settings(replay_args)
     matrix_key = [matrix.header().to_json(), matrix.task_ids, hashlib.sha256(matrix.values.tobytes()).hexdigest()]
@@ -211,7 +211,7 @@ def _read_run(path: Path, expected: dict) -> dict | None:
     return run
 
 
-def _check_training_settings(args: ReplayExperimentArguments, matrix: ForgettingMatrix, replay_args, model_args) -> list[str]:
+def check_matrix_training_settings(args: ReplayExperimentArguments, matrix: ForgettingMatrix, replay_args, model_args) -> list[str]:
     """The fine-tuning settings (training and model, LoRA included) that differ from those the matrix's rows
     were collected with, as `name: matrix -> experiment`; refused unless `allow`. The training seed is the
     experiment's own (`seeds`), and the batch layout is compared as the effective batch."""
