@@ -1,4 +1,5 @@
-"""The additive model: z_ij ~ mu + b_task + b_example, the paper's first completion baseline."""
+"""The additive model: z_ij ~ mu + b_task + b_example, the paper's first completion baseline (with the new
+task's loading on b_example, see :mod:`.calibration`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import numpy as np
 
 from ..fits import additive_fit
 from .base import ForgettingPredictor
+from .calibration import fold_in_with_loading, loading_prior
 
 
 class AdditivePredictor(ForgettingPredictor):
-    """`mu + b_i + b_j`: each example's forgettability plus the new task's strength.
+    """`mu + b_i + loading * b_j`: each example's forgettability, scaled to the new task, plus its offset.
 
     Args:
         reg (`float`, *optional*, defaults to `1.0`):
@@ -26,24 +28,34 @@ class AdditivePredictor(ForgettingPredictor):
         self.reg = float(reg)
 
     def _fit(self, values, matrix):
-        self.mu, _, self.example_bias = additive_fit(values)
+        self.mu, task_bias, self.example_bias = additive_fit(values)
+        fitted = self.mu + task_bias[:, None] + self.example_bias[None, :]
+        self.loading_prior = loading_prior(values, self.example_bias, fitted)
+
+    def _design(self, columns: np.ndarray) -> np.ndarray:
+        return np.stack([np.ones(len(columns)), self.example_bias[columns]], axis=1)
+
+    def task_fit(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``[b_i, loading]`` of a new task: its offset (ridge) and its loading on the example effects (toward 1)."""
+        return fold_in_with_loading(self._design(columns), values - self.mu, self.reg, self.loading_prior)
 
     def task_offset(self, columns: np.ndarray, values: np.ndarray) -> float:
-        """The new task's offset b_i: shrunken mean of its known residuals."""
-        residual = values - self.mu - self.example_bias[columns]
-        return float(residual.sum() / (len(residual) + self.reg))
+        """The new task's offset b_i."""
+        return float(self.task_fit(columns, values)[0])
 
     def _fold_in(self, columns, values):
-        return self.mu + self.task_offset(columns, values) + self.example_bias
+        offset, loading = self.task_fit(columns, values)
+        return self.mu + offset + loading * self.example_bias
 
     def _arrays(self):
         return {"example_bias": self.example_bias}
 
     def _state(self):
-        return {"mu": self.mu}
+        return {"mu": self.mu, "loading_prior": self.loading_prior}
 
     def _load(self, arrays, state, source):
         self.mu = self._finite_state(state, "mu", source)
+        self.loading_prior = self._finite_state(state, "loading_prior", source)
         self.example_bias = self._expect(arrays, "example_bias", (len(self.example_ids),), source)
 
 
@@ -51,6 +63,7 @@ class ColumnMeanPredictor(ForgettingPredictor):
     """Baseline that ignores the known entries: each example's mean forgetting over the training tasks."""
 
     name = "column_mean"
+    anchors_to_probes = False  # the baseline that ignores the known entries
 
     def _fit(self, values, matrix):
         with np.errstate(invalid="ignore"):

@@ -26,6 +26,7 @@ from ..files import atomic_write, atomic_write_text
 from ..format.matrix import HEADER_FILE as MATRIX_HEADER_FILE
 from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, finite_number, read_arrays, write_arrays
 from ..matrix import ForgettingMatrix
+from .calibration import CompletedRow, anchor_to_probes
 
 # Forgetting is a difference of mean token NLLs (nats) or of exact match: no measurement comes near this.
 MAX_KNOWN_MAGNITUDE = 1e6
@@ -56,6 +57,8 @@ class ForgettingPredictor:
 
     name: ClassVar[str | None] = None
     config_fields: ClassVar[tuple[str, ...]] = ()
+    # False for baselines that ignore the known entries: their row is not shrunk toward them
+    anchors_to_probes: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -111,6 +114,10 @@ class ForgettingPredictor:
     ) -> np.ndarray:
         """The predicted forgetting of every example for a new task measured on a few of them.
 
+        The row is calibrated to the known entries (see :mod:`hf_forgetting.completion.calibration`):
+        its loading on the example effects is the new task's own, and it is shrunk toward the known
+        entries' mean as far as they fail to support it. :meth:`complete_row` also returns intervals.
+
         Args:
             known_example_ids (`Sequence[str]`):
                 Upstream examples whose forgetting was measured for the new task.
@@ -127,8 +134,27 @@ class ForgettingPredictor:
         Returns:
             `np.ndarray` of float32 `[N]`, aligned with `example_ids`.
         """
+        return self.complete_row(known_example_ids, known_values, task=task, model=model, task_inputs=task_inputs).values
+
+    def complete_row(
+        self,
+        known_example_ids: Sequence[str],
+        known_values,
+        *,
+        task: str | None = None,
+        model: str | None = None,
+        task_inputs: Sequence[str] | None = None,
+    ) -> CompletedRow:
+        """The predicted row (as :meth:`predict`) with a 95% interval for each value, the weight given to
+        the predictor against the known entries' mean, and whether the known entries show forgetting
+        beyond their noise. Same arguments as :meth:`predict`."""
         columns, values = self.validate_known(known_example_ids, known_values)
-        return self._fold_in(columns, values).astype(np.float32)
+        fold_in = self._row_function(task=task, model=model, task_inputs=task_inputs)
+        return anchor_to_probes(fold_in, columns, values, anchored=self.anchors_to_probes)
+
+    def _row_function(self, *, task=None, model=None, task_inputs=None):
+        """``(columns, values) -> row`` for a new task with this side information (default: `_fold_in`)."""
+        return self._fold_in
 
     def column_indices(self, example_ids: Sequence[str]) -> np.ndarray:
         """Column indices of ``example_ids`` in the fitted matrix."""

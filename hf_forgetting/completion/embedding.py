@@ -67,18 +67,21 @@ class EmbeddingSimilarityPredictor(ForgettingPredictor):
         self._similarity_cache = {}
         return self
 
-    def predict(self, known_example_ids, known_values, *, task=None, model=None, task_inputs=None) -> np.ndarray:
+    def _row_function(self, *, task=None, model=None, task_inputs=None):
         """The new task's row from its known entries and a few of its inputs (see `ForgettingPredictor.predict`)."""
-        columns, values = self.validate_known(known_example_ids, known_values)
         if not task_inputs and task is not None and self._sources:
             task_inputs = self._reloaded_inputs(task)
         if not task_inputs:
             raise ValueError("EmbeddingSimilarityPredictor.predict needs task_inputs: a few inputs of the new task")
         similarity = self.similarity(task_inputs)
-        design = np.stack([np.ones(len(columns)), similarity[columns]], axis=1)
-        gram = design.T @ design + np.diag([0.0, self.reg])
-        alpha, beta = np.linalg.lstsq(gram, design.T @ values, rcond=None)[0]
-        return (alpha + beta * similarity).astype(np.float32)
+
+        def fold_in(columns, values):
+            design = np.stack([np.ones(len(columns)), similarity[columns]], axis=1)
+            gram = design.T @ design + np.diag([0.0, self.reg])
+            alpha, beta = np.linalg.lstsq(gram, design.T @ values, rcond=None)[0]
+            return alpha + beta * similarity
+
+        return fold_in
 
     def _reloaded_inputs(self, task: str) -> list[str]:
         """A few inputs of ``task``, reloaded from the fitted matrix's sources (cached per task)."""

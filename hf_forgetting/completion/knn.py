@@ -6,6 +6,7 @@ import numpy as np
 
 from ..fits import additive_fit
 from .base import ForgettingPredictor
+from .calibration import fold_in_with_loading, loading_prior
 
 
 class KNNPredictor(ForgettingPredictor):
@@ -37,6 +38,7 @@ class KNNPredictor(ForgettingPredictor):
         self.mu, task_bias, self.example_bias = additive_fit(values)
         self.residuals = values - self.mu - task_bias[:, None] - self.example_bias[None, :]  # NaN stays NaN
         self.residual_variance = float(np.nanvar(self.residuals)) or 1.0
+        self.loading_prior = loading_prior(values, self.example_bias, values - np.nan_to_num(self.residuals))
         self._prepare()
 
     def _prepare(self) -> None:
@@ -45,9 +47,19 @@ class KNNPredictor(ForgettingPredictor):
         self._filled = np.nan_to_num(self.residuals)
 
     def _fold_in(self, columns, values):
-        baseline_known = self.mu + self.example_bias[columns]
-        offset = float((values - baseline_known).sum() / (len(values) + self.reg))
-        residual = values - baseline_known - offset
+        design = np.stack([np.ones(len(columns)), self.example_bias[columns]], axis=1)
+        offset, loading = fold_in_with_loading(design, values - self.mu, self.reg, self.loading_prior)
+        # neighbours are compared in the known tasks' units: a weaker fine-tune's residuals are smaller too
+        residual = (values - self.mu - offset - loading * self.example_bias[columns]) / max(loading, 0.05)
+        predicted_residual = self._neighbour_residuals(columns, residual)
+        # the new row as offset + loading * example effect + loading * neighbours' residual, both loadings toward 1
+        design = np.stack([np.ones(len(columns)), self.example_bias[columns], predicted_residual[columns]], axis=1)
+        offset, loading, residual_loading = fold_in_with_loading(design, values - self.mu, self.reg, self.loading_prior, (1, 2))
+        return self.mu + offset + loading * self.example_bias + residual_loading * predicted_residual
+
+    def _neighbour_residuals(self, columns: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """Every example's residual as the similarity-weighted mean of the ``k`` training tasks whose residuals
+        on ``columns`` are closest to ``residual``."""
         neighbours_known = self.residuals[:, columns]
         observed = ~np.isnan(neighbours_known)
         squared = np.where(observed, (np.nan_to_num(neighbours_known) - residual[None, :]) ** 2, 0.0)
@@ -59,18 +71,18 @@ class KNNPredictor(ForgettingPredictor):
         weights[nearest] = similarity[nearest]
         numerator = weights @ self._filled
         denominator = weights @ self._observed  # only neighbours that observed the example count
-        predicted_residual = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
-        return self.mu + offset + self.example_bias + predicted_residual
+        return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
     def _arrays(self):
         return {"example_bias": self.example_bias, "residuals": self.residuals}
 
     def _state(self):
-        return {"mu": self.mu, "residual_variance": self.residual_variance}
+        return {"mu": self.mu, "residual_variance": self.residual_variance, "loading_prior": self.loading_prior}
 
     def _load(self, arrays, state, source):
         self.mu = self._finite_state(state, "mu", source)
         self.residual_variance = self._finite_state(state, "residual_variance", source)
+        self.loading_prior = self._finite_state(state, "loading_prior", source)
         self.example_bias = self._expect(arrays, "example_bias", (len(self.example_ids),), source)
         residuals = arrays.get("residuals")
         if residuals is None or residuals.ndim != 2 or residuals.shape[1] != len(self.example_ids):

@@ -2,8 +2,9 @@
 
 The factors are fitted by alternating least squares on the observed entries (each half-step is an
 exact batched ridge solve, so fitting is deterministic and needs no learning rate). A new task's
-``(b_i, p_i)`` is the ridge solution on its k known entries with the example factors held fixed:
-a ``(rank + 1)``-dimensional least-squares problem, solved in microseconds.
+``(b_i, loading, p_i)`` is the ridge solution on its k known entries with the example factors held
+fixed, the loading on the example effects ``b_j`` shrunk toward 1 (a fine-tune weaker or stronger than
+the matrix's scales them): a ``(rank + 2)``-dimensional least-squares problem, solved in microseconds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from ..fits import additive_fit
 from ..matrix import ForgettingMatrix
 from .base import BiasedFactorsPredictor
+from .calibration import fold_in_with_loading, loading_prior
 
 
 def _batched_ridge(design: np.ndarray, targets: np.ndarray, mask: np.ndarray, reg: float) -> np.ndarray:
@@ -77,14 +79,29 @@ class MFPredictor(BiasedFactorsPredictor):
             )
         self.example_bias, self.example_factors = example_part[:, 0], example_part[:, 1:]
         self.task_bias, self.task_factors = task_part[:, 0], task_part[:, 1:]
+        fitted = self.mu + self.task_bias[:, None] + self.example_bias[None, :] + self.task_factors @ self.example_factors.T
+        self.loading_prior = loading_prior(values, self.example_bias, fitted)
+
+    def _design(self, columns: np.ndarray) -> np.ndarray:
+        """``[1, b_j, q_j]`` of examples ``columns``: the new task's offset, loading and factors act on these."""
+        return np.hstack([np.ones((len(columns), 1)), self.example_bias[columns, None], self.example_factors[columns]])
+
+    def task_fit(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``[c, loading, p_i]`` of a new task from its known entries: the row is ``mu + c + loading * b_j + p_i . q_j``
+        (ridge on ``c`` and ``p_i``, ``loading`` shrunk toward 1 by the prior fitted on the matrix)."""
+        return fold_in_with_loading(self._design(columns), values - self.mu, self.reg, self.loading_prior)
 
     def task_parameters(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``[b_i, p_i]`` of a new task from its known entries (ridge, example factors fixed)."""
-        design = np.hstack([np.ones((len(columns), 1)), self.example_factors[columns]])
-        target = values - self.mu - self.example_bias[columns]
-        gram = design.T @ design + self.reg * np.eye(design.shape[1])
-        return np.linalg.solve(gram, design.T @ target)
+        """``[b_i, p_i]`` of a new task, comparable with the known tasks' ``[task_bias, task_factors]``."""
+        parameters = self.task_fit(columns, values)
+        return np.concatenate([parameters[:1], parameters[2:]])
 
     def _fold_in(self, columns, values):
-        parameters = self.task_parameters(columns, values)
-        return self.mu + self.example_bias + parameters[0] + self.example_factors @ parameters[1:]
+        return self.mu + self._design(np.arange(len(self.example_bias))) @ self.task_fit(columns, values)
+
+    def _state(self):
+        return {**super()._state(), "loading_prior": self.loading_prior}
+
+    def _load(self, arrays, state, source):
+        super()._load(arrays, state, source)
+        self.loading_prior = self._finite_state(state, "loading_prior", source)

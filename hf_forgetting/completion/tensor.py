@@ -9,7 +9,7 @@ by ridge regression of its k known entries on the example factors ``C``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -82,18 +82,10 @@ class TensorPredictor(ForgettingPredictor):
         b = self.task_factors[self.task_names.index(task)] if task in self.task_names else self.task_factors.mean(0)
         return a * b
 
-    def predict(
-        self,
-        known_example_ids: Sequence[str],
-        known_values,
-        *,
-        task: str | None = None,
-        model: str | None = None,
-        task_inputs: Sequence[str] | None = None,
-    ) -> np.ndarray:
+    def _row_function(self, *, task=None, model=None, task_inputs=None):
         """The row of (`model`, `task`) from its known entries and, where known, the other slices."""
-        columns, values = self.validate_known(known_example_ids, known_values)
-        return self._fold_in(columns, values, self.prior(model, task)).astype(np.float32)
+        prior = self.prior(model, task)
+        return lambda columns, values: self._fold_in(columns, values, prior)
 
     def _fold_in(self, columns, values, prior=None):
         design = self.example_factors[columns]
