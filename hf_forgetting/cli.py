@@ -81,6 +81,11 @@ class EvaluateArguments:
     k: int = field(default=30, metadata={"help": "Known entries revealed per test task."})
     num_seeds: int = field(default=10, metadata={"help": "Known sets drawn per test task."})
     output: str | None = field(default=None, metadata={"help": "Also write the results as JSON here."})
+    test_matrix: str | None = field(
+        default=None,
+        metadata={"help": "Rows collected apart from the matrix (e.g. at other fine-tuning strengths): fit on the whole "
+                          "matrix (less each row's task) and test on these instead of held-out tasks."},
+    )
 
     def __post_init__(self):
         _check_at_least(self, k=1, num_seeds=1)
@@ -337,7 +342,7 @@ def _evaluate(argv: list[str]) -> int:
     import json
 
     from .completion import predictor_class
-    from .completion.evaluation import default_test_tasks, evaluate_predictor, results_table
+    from .completion.evaluation import default_test_tasks, evaluate_on_new_rows, evaluate_predictor, new_rows_table, results_table
     from .files import atomic_write_text
     from .matrix import ForgettingMatrix
 
@@ -348,6 +353,15 @@ def _evaluate(argv: list[str]) -> int:
     if args.predictors is None and matrix.metadata.get("settings", {}).get("collect"):
         names = ["embedding", *names]  # the LM-based baseline, when the matrix says where its texts come from
     classes = [predictor_class(name) for name in names]
+    if args.test_matrix:
+        new_rows = ForgettingMatrix.load(args.test_matrix)
+        names = [name for name in names if name not in ("column_mean", "embedding")]  # the column mean is a baseline here
+        print(f"{matrix!r}; tested on the {len(new_rows.task_ids)} rows of {args.test_matrix}; k = {args.k}, {args.num_seeds} seeds")
+        result = evaluate_on_new_rows([predictor_class(name) for name in names], matrix, new_rows, args.k, range(args.num_seeds))
+        print(new_rows_table(result))
+        if args.output:
+            atomic_write_text(args.output, json.dumps(result, indent=2))
+        return 0
     test_tasks = args.test_tasks or default_test_tasks(matrix, args.test_fraction, args.split_seed)
     print(f"{matrix!r}; test tasks ({len(test_tasks)}): {', '.join(test_tasks)}; k = {args.k}, {args.num_seeds} seeds")
     results = [evaluate_predictor(cls(), matrix, test_tasks, k=args.k, seeds=range(args.num_seeds)) for cls in classes]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .completion import BiasedFactorsPredictor, ForgettingPredictor, MFPredictor
+from .completion.calibration import CompletedRow
 from .format.forgetting_csv import ForgettingCsvError, forgetting_csv_text, read_forgetting_csv
 from .format.matrix import HEADER_FILE
 from .matrix import ForgettingMatrix
@@ -92,6 +93,7 @@ class Prediction:
     method: str
     position: np.ndarray  # the new task's [bias, factors] in the map model's space
     similarities: dict[str, float] | None = None  # zero-shot: cosine similarity to each known task
+    completed: CompletedRow | None = None  # from measurements: intervals, and what the probes say
 
 
 # -- opening matrices and predictors --------------------------------------------------------------
@@ -268,9 +270,10 @@ def read_measurements_csv(path: str | Path) -> list[list]:
 
 
 def predict_from_measurements(workspace: Workspace, ids: list[str], values: np.ndarray) -> Prediction:
-    predicted = workspace.predictor.predict(ids, values)
+    completed = workspace.predictor.complete_row(ids, values)
     position = workspace.map_model().task_position(ids, values)
-    return Prediction(predicted, f"{type(workspace.predictor).__name__} from {len(ids)} measured examples", position)
+    method = f"{type(workspace.predictor).__name__} from {len(ids)} measured examples"
+    return Prediction(completed.values, method, position, completed=completed)
 
 
 def predict_zero_shot(workspace: Workspace, task_inputs: list[str], encoder=None) -> Prediction:
@@ -317,20 +320,23 @@ def _encoder(encoder=None):
 
 
 def top_forgotten(workspace: Workspace, prediction: Prediction, n: int = 20) -> list[list]:
-    """``[rank, example_id, predicted, text]`` of the n examples predicted to be forgotten most."""
+    """``[rank, example_id, predicted, 95% interval, text]`` of the n examples predicted to be forgotten most."""
     order = np.argsort(-prediction.values, kind="stable")[: min(max(1, int(n)), MAX_TOP_N)]
     texts = workspace.example_texts or {}
     rows = []
     for rank, column in enumerate(order, start=1):
         example_id = workspace.matrix.example_ids[column]
         text = texts.get(example_id, "")
-        rows.append([rank, example_id, round(float(prediction.values[column]), 5), text[:300] + ("..." if len(text) > 300 else "")])
+        interval = prediction.completed.interval_text(int(column)) if prediction.completed else ""
+        rows.append([rank, example_id, round(float(prediction.values[column]), 5), interval, text[:300] + ("..." if len(text) > 300 else "")])
     return rows
 
 
 def prediction_csv_text(workspace: Workspace, prediction: Prediction) -> str:
-    """The whole predicted row as CSV text (``example_id,forgetting``, what every stage reads)."""
-    return forgetting_csv_text(workspace.matrix.example_ids, prediction.values)
+    """The whole predicted row as CSV text (``example_id,forgetting``, what every stage reads, and its interval)."""
+    completed = prediction.completed
+    bounds = (completed.lower, completed.upper) if completed is not None and not np.isnan(completed.lower).all() else (None, None)
+    return forgetting_csv_text(workspace.matrix.example_ids, prediction.values, *bounds)
 
 
 class CsvFiles:
@@ -409,6 +415,8 @@ def summary_markdown(workspace: Workspace, prediction: Prediction) -> str:
         f"mean {values.mean():+.4f}, "
         f"{(values > 0).mean():.0%} predicted forgotten (> 0), max {values.max():+.4f}.",
     ]
+    if prediction.completed is not None:
+        lines.append(" ".join(prediction.completed.sentences()))
     if prediction.similarities:
         nearest = sorted(prediction.similarities.items(), key=lambda item: -item[1])[:3]
         lines.append("Most similar known tasks: " + ", ".join(f"{t} ({s:.2f})" for t, s in nearest) + ".")

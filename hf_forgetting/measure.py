@@ -27,6 +27,7 @@ import numpy as np
 from accelerate import PartialState
 
 from .completion import ForgettingPredictor, MFPredictor
+from .completion.calibration import CompletedRow
 from .data.arguments import UpstreamArguments
 from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
 from .files import atomic_write_text
@@ -88,7 +89,8 @@ class MeasureArguments(UpstreamArguments):
 @dataclass
 class MeasuredForgetting:
     """The probes' measured forgetting and, with a predictor, the completed row (aligned with `example_ids` and
-    with `upstream`, the upstream examples themselves: what `ReplayTrainer(replay_dataset=...)` takes)."""
+    with `upstream`, the upstream examples themselves: what `ReplayTrainer(replay_dataset=...)` takes), with
+    a 95% interval for each value in `completed`."""
 
     upstream: Dataset
     example_ids: list[str]
@@ -97,6 +99,7 @@ class MeasuredForgetting:
     predicted: np.ndarray | None
     summary: str
     files: dict[str, Path]
+    completed: CompletedRow | None = None  # the predicted row's intervals and what the probes say about it
 
 
 def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting:
@@ -117,19 +120,21 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
     after = score_examples(tuned.to(device), tokenizer, probes, max_length=length, show_progress=False)
     probes, forgetting = _scorable(probes, (after - before).astype(np.float64), f"has a non-finite NLL under {args.checkpoint}")
     probe_ids = list(probes["example_id"])
-    predicted = predictor.predict(probe_ids, forgetting) if predictor is not None else None
+    completed = predictor.complete_row(probe_ids, forgetting) if predictor is not None else None
+    predicted = completed.values if completed is not None else None
 
     output_dir = Path(args.output_dir)
     files = {"measured.csv": write_forgetting_csv(output_dir / "measured.csv", probe_ids, forgetting)}
     if predicted is not None:
-        files["forgetting.csv"] = write_forgetting_csv(output_dir / "forgetting.csv", example_ids, predicted)
+        files["forgetting.csv"] = write_forgetting_csv(output_dir / "forgetting.csv", example_ids, predicted,
+                                                       completed.lower, completed.upper)
         measured = {"probe_ids": probe_ids, "probe_forgetting": forgetting.tolist(), "base_model": model_args.model_name_or_path,
                     "checkpoint": args.checkpoint, "score_max_length": length}
         files["forgetting_row.parquet"] = write_predicted_row(output_dir / "forgetting_row.parquet", example_ids, predicted, 0, measured)
         files["histogram.png"] = _histogram(predicted, forgetting, output_dir / "histogram.png")
-    summary = _summary(args, model_args, upstream, probe_ids, forgetting, predicted, predictor, length)
+    summary = _summary(args, model_args, upstream, probe_ids, forgetting, completed, predictor, length)
     files["summary.md"] = atomic_write_text(output_dir / "summary.md", summary)
-    return MeasuredForgetting(upstream, example_ids, probe_ids, forgetting, predicted, summary, files)
+    return MeasuredForgetting(upstream, example_ids, probe_ids, forgetting, predicted, summary, files, completed)
 
 
 def _scorable(probes: Dataset, values: np.ndarray, problem: str) -> tuple[Dataset, np.ndarray]:
@@ -195,28 +200,30 @@ def _histogram(predicted: np.ndarray, measured: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _summary(args, model_args, upstream, probe_ids, forgetting, predicted, predictor, length) -> str:
+def _summary(args, model_args, upstream, probe_ids, forgetting, completed, predictor, length) -> str:
     """The paragraph and the top-N table (texts read for those N examples only; `upstream` is in column order)."""
     example_ids = upstream["example_id"]
     base = model_args.model_name_or_path
     lines = [f"# Forgetting of `{args.checkpoint}` against `{base}`", ""]
     measured = (f"{len(probe_ids)} upstream probes (scored on {length} tokens) forget {forgetting.mean():+.4f} nats on average "
                 f"(SD {forgetting.std():.4f}; {np.mean(forgetting > 0):.0%} forgotten, i.e. NLL up).")
-    if predicted is None:
+    if completed is None:
         lines += [measured + " Give a matrix or predictor of this base model (`--matrix`, `--predictor`) to complete "
                   f"the row of all {len(example_ids)} upstream examples.", ""]
         return "\n".join(lines)
+    predicted = completed.values
     top = np.argsort(-predicted, kind="stable")[: args.top]
     lines += [
         measured + f" Completed by {type(predictor).__name__} over {len(example_ids)} examples: predicted mean "
-        f"{predicted.mean():+.4f}, {np.mean(predicted > 0):.0%} predicted forgotten; the {len(top)} most forgotten are "
-        "listed below (replay them first: `hf-forgetting train --replay_strategy predicted --replay_scores_file "
-        "forgetting.csv`).", "",
-        "| rank | example_id | predicted | text |", "| ---: | --- | ---: | --- |",
+        f"{predicted.mean():+.4f}, {np.mean(predicted > 0):.0%} predicted forgotten. " + " ".join(completed.sentences()), "",
+        f"The {len(top)} predicted to be forgotten most (replay them first: `hf-forgetting train --replay_strategy predicted "
+        "--replay_scores_file forgetting.csv`):", "",
+        "| rank | example_id | predicted | 95% interval | text |", "| ---: | --- | ---: | --- | --- |",
     ]
     for rank, j in enumerate(top, start=1):
         text = " ".join(example_text(upstream[int(j)]).split())
-        lines.append(f"| {rank} | {example_ids[j]} | {predicted[j]:+.4f} | {text[:160].replace('|', '/')}{'...' if len(text) > 160 else ''} |")
+        lines.append(f"| {rank} | {example_ids[j]} | {predicted[j]:+.4f} | {completed.interval_text(int(j))} | "
+                     f"{text[:160].replace('|', '/')}{'...' if len(text) > 160 else ''} |")
     if predictor.source.get("base_model") and model_identity(predictor.source["base_model"]) != model_identity(base):
         lines += ["", f"_Note: the predictor's matrix was measured on `{predictor.source['base_model']}`, not `{base}`._"]
     return "\n".join(lines) + "\n"

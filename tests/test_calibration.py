@@ -115,3 +115,36 @@ def test_anchoring_against_a_naive_leave_one_out_and_with_too_few_probes():
     np.testing.assert_allclose(completed.values, values.mean() + weight * (fold_in(columns, values) - values.mean()), rtol=1e-5)
     few = anchor_to_probes(fold_in, columns[:3], values[:3])
     assert few.probe_weight == 1.0 and np.isnan(few.lower).all()
+
+
+def test_the_new_rows_protocol_leaves_each_rows_task_out_and_compares_with_both_baselines(tmp_path, capsys):
+    from hf_forgetting import cli
+    from hf_forgetting.completion.evaluation import evaluate_on_new_rows
+
+    rng = np.random.default_rng(4)
+    matrix, new_rows = strength_matrix(rng)
+    # the new rows: two unseen tasks, and task0 of the matrix again, each at 0.2x and 3x
+    rows = np.vstack([new_rows[0], new_rows[1], matrix.values[0], ] * 2) * np.repeat([0.2, 3.0], 3)[:, None]
+    tasks = ["new0", "new1", "task0"] * 2
+    strengths = ["x0.2"] * 3 + ["x3"] * 3
+    tested = ForgettingMatrix(rows, [f"{t}@{s}" for t, s in zip(tasks, strengths)], matrix.example_ids,
+                              metadata={"row_tasks": tasks, "row_strengths": strengths})
+    fitted_on = []
+
+    class RecordingMF(MFPredictor):
+        def fit(self, data, **kwargs):
+            fitted_on.append(list(data.task_ids))
+            return super().fit(data, **kwargs)
+
+    result = evaluate_on_new_rows([RecordingMF, AdditivePredictor], matrix, tested, k=K, seeds=range(3))
+    assert fitted_on == [matrix.task_ids, matrix.task_ids, matrix.task_ids[1:]]  # task0's row is not in its own fit
+    assert set(result["groups"]) == {"x0.2", "x3"} and result["groups"]["x3"]["rows"] == 3
+    for group in result["groups"].values():
+        assert group["RecordingMF"]["rmse"] < 0.8 * group["probe_mean_rmse"]
+        assert group["RecordingMF"]["top10pct_precision"] > group["column_mean_top10"] - 0.05
+    matrix.save(tmp_path / "matrix")
+    tested.save(tmp_path / "new")
+    assert cli.main(["evaluate", str(tmp_path / "matrix"), "--test_matrix", str(tmp_path / "new"), "--num_seeds", "2",
+                     "--predictors", "additive", "mf"]) == 0
+    out = capsys.readouterr().out
+    assert "| x0.2 | 3 |" in out and "MFPredictor RMSE (x probe mean)" in out and "column-mean top-10%" in out

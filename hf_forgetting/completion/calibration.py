@@ -39,6 +39,7 @@ class CompletedRow:
         probe_weight (`float`): 1 = the predictor's own row, 0 = every example at the probes' mean.
         loo_rmse (`float`): the leave-one-out RMSE on the probes (NaN with fewer than 4).
         probe_mean (`float`), probe_standard_error (`float`): the probes' mean forgetting and its standard error.
+        num_probes (`int`): how many known entries the row was completed from.
     """
 
     values: np.ndarray
@@ -48,6 +49,7 @@ class CompletedRow:
     loo_rmse: float
     probe_mean: float
     probe_standard_error: float
+    num_probes: int
 
     @property
     def forgetting_within_noise(self) -> bool:
@@ -58,6 +60,30 @@ class CompletedRow:
     def ranking_within_noise(self) -> bool:
         """Whether the probes carry (almost) no signal about *which* examples are forgotten."""
         return self.probe_weight < 0.1
+
+    def interval_text(self, column: int) -> str:
+        """``[lower, upper]`` of one predicted value (empty without an interval)."""
+        if np.isnan(self.lower[column]):
+            return ""
+        return f"[{self.lower[column]:+.4f}, {self.upper[column]:+.4f}]"
+
+    def sentences(self) -> list[str]:
+        """What a reader should know about the row's uncertainty, in plain sentences."""
+        k = self.num_probes
+        if np.isnan(self.loo_rmse):
+            return [f"Completed from {k} probes, too few to estimate its error (give at least {MIN_PROBES_TO_ANCHOR})."]
+        half = float(np.nanmean(self.upper - self.values))
+        said = [f"Each predicted value has a 95% interval of +-{half:.4f} (from the leave-one-out error of the {k} probes)."]
+        if self.forgetting_within_noise:
+            said.append(f"The {k} probes show no forgetting beyond their noise: mean {self.probe_mean:+.4f}, "
+                        f"standard error {self.probe_standard_error:.4f}.")
+        if self.ranking_within_noise:
+            said.append("The probes' differences are within what the predictor cannot explain: every example is "
+                        f"predicted at their mean ({self.probe_mean:+.4f}); no example is singled out.")
+        elif self.probe_weight < 1:
+            said.append(f"The predictor's row is shrunk toward the probes' mean (weight {self.probe_weight:.2f}) as far as "
+                        "the probes fail to support it.")
+        return said
 
 
 def anchor_to_probes(fold_in: Callable[[np.ndarray, np.ndarray], np.ndarray], columns: np.ndarray, values: np.ndarray,
@@ -74,7 +100,7 @@ def anchor_to_probes(fold_in: Callable[[np.ndarray, np.ndarray], np.ndarray], co
     standard_error = float(values.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
     if k < MIN_PROBES_TO_ANCHOR:
         nan = np.full(row.shape, np.nan)
-        return CompletedRow(row.astype(np.float32), nan, nan, 1.0, float("nan"), mean, standard_error)
+        return CompletedRow(row.astype(np.float32), nan, nan, 1.0, float("nan"), mean, standard_error, k)
     deviations, errors = np.empty(k), np.empty(k)
     for i in range(k):
         others = np.arange(k) != i
@@ -89,7 +115,7 @@ def anchor_to_probes(fold_in: Callable[[np.ndarray, np.ndarray], np.ndarray], co
     loo_rmse = float(np.sqrt(np.mean((errors - weight * deviations) ** 2)))
     half_width = Z_95 * loo_rmse * np.sqrt(1 + 1 / k)
     return CompletedRow(row.astype(np.float32), (row - half_width).astype(np.float32), (row + half_width).astype(np.float32),
-                        weight, loo_rmse, mean, standard_error)
+                        weight, loo_rmse, mean, standard_error, k)
 
 
 def loading_prior(values: np.ndarray, effects: np.ndarray, fitted: np.ndarray) -> float:

@@ -18,7 +18,7 @@ from ..errors import UnknownExampleError
 from ..matrix import ForgettingMatrix
 from .base import ForgettingPredictor
 
-__all__ = ["auc_roc", "binary_metrics", "evaluate_predictor", "split_rows", "top_fraction_precision"]
+__all__ = ["auc_roc", "binary_metrics", "evaluate_on_new_rows", "evaluate_predictor", "split_rows", "top_fraction_precision"]
 
 
 def split_rows(matrix: ForgettingMatrix, test_tasks: Sequence[str]) -> tuple[ForgettingMatrix, ForgettingMatrix]:
@@ -142,6 +142,76 @@ def evaluate_predictor(
         "std": {name: _nan_stat(np.nanstd, [r[name] for r in records]) for name in names},
         "per_task": per_task,
     }
+
+
+def evaluate_on_new_rows(
+    predictor_classes: Sequence[type[ForgettingPredictor]],
+    matrix: ForgettingMatrix,
+    new_rows: ForgettingMatrix,
+    k: int = 30,
+    seeds: Sequence[int] = tuple(range(10)),
+) -> dict:
+    """Predictors fitted on ``matrix`` and tested on rows collected apart from it (e.g. at other fine-tuning
+    strengths): k entries of each new row revealed, RMSE and top-10% precision on the rest, against two
+    baselines: every entry at the revealed entries' mean, and the ranking by ``matrix``'s column means.
+
+    A new row's task (``new_rows.metadata["row_tasks"]``, else its id) is left out of the fit when
+    ``matrix`` has it. Rows are grouped by ``new_rows.metadata["row_strengths"]`` (else one group).
+
+    Returns ``{"groups": {group: {"rows", "probe_mean_rmse", "column_mean_top10", predictor name:
+    {"rmse", "top10pct_precision"}}}, "k", "seeds"}``, each value a mean over rows and seeds.
+    """
+    if new_rows.example_ids != matrix.example_ids:
+        raise ValueError("The new rows must be over the matrix's upstream examples, in its order")
+    row_tasks = new_rows.metadata.get("row_tasks") or new_rows.task_ids
+    groups = new_rows.metadata.get("row_strengths") or ["all"] * len(new_rows.task_ids)
+    records: dict[str, dict[str, list[float]]] = {}
+    for task in dict.fromkeys(row_tasks):
+        train = matrix.drop_tasks([task]) if task in matrix.task_ids else matrix
+        column_means = np.nanmean(train.values, axis=0)
+        fitted = [cls().fit(train) for cls in predictor_classes]
+        for row_index in [i for i, t in enumerate(row_tasks) if t == task]:
+            row = new_rows.values[row_index].astype(np.float64)
+            group = records.setdefault(groups[row_index], {})
+            observed = np.flatnonzero(~np.isnan(row))
+            for seed in seeds:
+                known = np.random.default_rng([int(seed), row_index]).choice(observed, size=min(k, len(observed) - 1), replace=False)
+                hidden = np.setdiff1d(observed, known)
+                truth = row[hidden]
+                group.setdefault("probe_mean_rmse", []).append(float(np.sqrt(np.mean((truth - row[known].mean()) ** 2))))
+                group.setdefault("column_mean_top10", []).append(top_fraction_precision(truth, column_means[hidden], 0.1))
+                ids = [matrix.example_ids[j] for j in known]
+                for predictor in fitted:
+                    guess = predictor.predict(ids, row[known], task=task)[hidden].astype(np.float64)
+                    name = type(predictor).__name__
+                    group.setdefault(f"{name}.rmse", []).append(float(np.sqrt(np.mean((truth - guess) ** 2))))
+                    group.setdefault(f"{name}.top10pct_precision", []).append(top_fraction_precision(truth, guess, 0.1))
+    summary = {}
+    for group, values in records.items():
+        summary[group] = {"rows": sum(1 for g in groups if g == group),
+                          "probe_mean_rmse": float(np.mean(values["probe_mean_rmse"])),
+                          "column_mean_top10": float(np.mean(values["column_mean_top10"]))}
+        for cls in predictor_classes:
+            summary[group][cls.__name__] = {metric: float(np.mean(values[f"{cls.__name__}.{metric}"]))
+                                            for metric in ("rmse", "top10pct_precision")}
+    return {"groups": summary, "k": k, "seeds": len(seeds)}
+
+
+def new_rows_table(result: dict) -> str:
+    """A Markdown table of :func:`evaluate_on_new_rows`: per group, each predictor's RMSE (and its ratio to
+    the probe-mean baseline) and top-10% precision, beside the baselines'."""
+    groups = result["groups"]
+    names = [name for name in next(iter(groups.values())) if isinstance(next(iter(groups.values()))[name], dict)]
+    header = ["group", "rows", "probe mean RMSE", *[f"{n} RMSE (x probe mean)" for n in names], "column-mean top-10%",
+              *[f"{n} top-10%" for n in names]]
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    for group, row in groups.items():
+        base = row["probe_mean_rmse"]
+        cells = [group, str(row["rows"]), f"{base:.4f}",
+                 *[f"{row[n]['rmse']:.4f} ({row[n]['rmse'] / base:.2f})" for n in names], f"{row['column_mean_top10']:.3f}",
+                 *[f"{row[n]['top10pct_precision']:.3f}" for n in names]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 METRIC_COLUMNS = {

@@ -21,6 +21,7 @@ from ..errors import HfForgettingError
 from ..files import atomic_write_text
 
 ID_COLUMN, VALUE_COLUMN = "example_id", "forgetting"
+INTERVAL_COLUMNS = ("lower_95", "upper_95")  # a predicted row's 95% interval, after the value
 OLD_VALUE_COLUMNS = ("value", "predicted", "score")  # written or asked for by versions before one schema
 
 
@@ -28,20 +29,27 @@ class ForgettingCsvError(HfForgettingError, ValueError):
     """A forgetting CSV is malformed; the message names the file (and line) and the problem."""
 
 
-def forgetting_csv_text(example_ids: Sequence[str], values: Sequence[float]) -> str:
-    """The CSV text of one row (values with 6 significant digits; NaN as ``nan``)."""
+def forgetting_csv_text(example_ids: Sequence[str], values: Sequence[float], lower: Sequence[float] | None = None,
+                        upper: Sequence[float] | None = None) -> str:
+    """The CSV text of one row (values with 6 significant digits; NaN as ``nan``); with ``lower`` and
+    ``upper``, two more columns give each value's 95% interval (readers use the first two columns)."""
     if len(example_ids) != len(values):
         raise ValueError(f"{len(example_ids)} example ids for {len(values)} values")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([ID_COLUMN, VALUE_COLUMN])
-    writer.writerows([example_id, f"{float(value):.6g}"] for example_id, value in zip(example_ids, values))
+    if lower is None or upper is None:
+        writer.writerow([ID_COLUMN, VALUE_COLUMN])
+        writer.writerows([example_id, f"{float(value):.6g}"] for example_id, value in zip(example_ids, values))
+    else:
+        writer.writerow([ID_COLUMN, VALUE_COLUMN, *INTERVAL_COLUMNS])
+        writer.writerows([example_id, *(f"{float(v):.6g}" for v in row)] for example_id, *row in zip(example_ids, values, lower, upper))
     return buffer.getvalue()
 
 
-def write_forgetting_csv(path: str | Path, example_ids: Sequence[str], values: Sequence[float]) -> Path:
-    """Write one row as ``example_id,forgetting`` (atomically)."""
-    return atomic_write_text(path, forgetting_csv_text(example_ids, values))
+def write_forgetting_csv(path: str | Path, example_ids: Sequence[str], values: Sequence[float],
+                         lower: Sequence[float] | None = None, upper: Sequence[float] | None = None) -> Path:
+    """Write one row as ``example_id,forgetting`` (and its interval, when given), atomically."""
+    return atomic_write_text(path, forgetting_csv_text(example_ids, values, lower, upper))
 
 
 def read_forgetting_csv(path: str | Path) -> tuple[list[str], np.ndarray]:

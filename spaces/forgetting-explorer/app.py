@@ -31,7 +31,7 @@ EMBEDDED_DIRS = [HERE.parent.parent / "outputs" / "smollm2-135m-instruct" / "col
 SERVED_FOLDERS = explorer.served_folders(os.environ.get("FORGETTING_EXPLORER_FOLDERS", ""))
 WORKSPACES = explorer.WorkspaceCache(embedded_dirs=EMBEDDED_DIRS, folders=SERVED_FOLDERS)
 CSV_FILES = explorer.CsvFiles(tempfile.mkdtemp(prefix="forgetting-explorer-"))
-PREDICTION_HEADERS = ["rank", "example_id", "predicted", "text"]
+PREDICTION_HEADERS = ["rank", "example_id", "predicted", "95% interval", "text"]
 EXAMPLE_TASK_INPUTS = "What is the capital of France?\nWho wrote Pride and Prejudice?\nWhen did the Berlin Wall fall?"
 
 
