@@ -29,7 +29,7 @@ from .format.matrix import (
     examples_table,
     metadata_with_rows,
     read_examples,
-    read_rows,
+    read_rows_and_values,
     rows_of,
     rows_table,
     validate_ids,
@@ -216,8 +216,7 @@ class ForgettingMatrix:
             raise ForgettingMatrixError(f"{path}: cannot read ({error})") from None
         header = MatrixHeader.from_json(text, str(path))
         example_ids = read_examples(_read_table(directory / EXAMPLES_FILE), header, str(directory / EXAMPLES_FILE))
-        rows = read_rows(_read_table(directory / VALUES_FILE), header, str(directory / VALUES_FILE))
-        values = np.stack([row.values for row in rows]) if rows else np.zeros((0, header.num_examples), np.float32)
+        values, rows = read_rows_and_values(_read_table(directory / VALUES_FILE), header, str(directory / VALUES_FILE))
         try:
             return cls(values, [row.task_id for row in rows], example_ids, header.metric, metadata_with_rows(header, rows))
         except ForgettingMatrixError as error:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hf_forgetting import ForgettingMatrix, low_rank_report
-from hf_forgetting.analysis import additive_fit, low_rank_fit, r_squared
+from hf_forgetting.analysis import additive_fit, low_rank_fit, r_squared, report_markdown
 
 
 def synthetic(values):
@@ -118,3 +118,69 @@ def test_heatmap_shows_clipping_and_example_sources():
     assert "beyond" in colorbar.get_ylabel()  # the 99th percentile clips the largest 1% of a normal sample too
     assert not [axes for axes in plain.axes if axes.get_legend()]  # ids without a source: no strip
     pyplot().close(plain)
+
+
+def test_the_demo_matrix_report_is_the_one_recorded_before_the_scale_rewrite():
+    """The shipped demo matrix's report, to every printed digit (3 decimals), as the previous implementation
+    (a full SVD per rank and per imputation step) computed it: tests/data/demo_low_rank_report.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recorded = json.loads((root / "tests" / "data" / "demo_low_rank_report.json").read_text())
+    matrix = ForgettingMatrix.load(root / "spaces" / "forgetting-explorer" / "data" / "smollm2-135m-instruct-demo")
+    report = low_rank_report(matrix, max_rank=9)
+    for curve in ("r2", "null_r2", "heldout_r2"):
+        assert {int(k): round(v, 3) for k, v in recorded[curve].items()} == {k: round(v, 3) for k, v in report[curve].items()}, curve
+    for name in ("additive_r2", "rank1_multiplicative_r2", "row_mean_r2", "column_mean_r2"):
+        assert round(report[name], 3) == round(recorded[name], 3), name
+    np.testing.assert_allclose(report["singular_values"], recorded["singular_values"], rtol=1e-6)
+    for got, want in zip(report["components"], recorded["components"]):
+        assert round(got["energy"], 3) == round(want["energy"], 3)
+        assert all(got[key] == want[key] for key in ("top_tasks", "bottom_tasks", "top_examples", "bottom_examples"))
+
+
+def naive_hard_impute(values, rank, iterations=200, tol=1e-8):
+    """The reference: a full SVD of the filled matrix at every step, gaps refilled from the additive fit."""
+    observed = ~np.isnan(values)
+    mu, rows, cols = additive_fit(values)
+    filled = np.where(observed, values, mu + rows[:, None] + cols[None, :])
+    previous, fit = np.inf, filled
+    for _ in range(iterations):
+        u, s, vt = np.linalg.svd(filled, full_matrices=False)
+        fit = (u[:, :rank] * s[:rank]) @ vt[:rank]
+        loss = np.mean((values[observed] - fit[observed]) ** 2)
+        filled = np.where(observed, values, fit)
+        if previous - loss < tol * max(previous, 1e-12):
+            break
+        previous = loss
+    return fit
+
+
+@pytest.mark.parametrize("shape", [(6, 30000), (30000, 6)], ids=["wide", "tall"])
+def test_large_matrices_are_imputed_through_the_gram_matrix_as_a_full_svd_would(shape):
+    """Synthetic rank-2 matrix with 2% of entries missing, large enough for the Gram path."""
+    from hf_forgetting.fits import low_rank_fits, thin_svd
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(shape[0], 2)) @ rng.normal(size=(2, shape[1])) + 0.05 * rng.normal(size=shape)
+    values[rng.random(shape) < 0.02] = np.nan
+    fits = low_rank_fits(values, [1, 2, 3])
+    for rank, fit in fits.items():
+        np.testing.assert_allclose(fit, naive_hard_impute(values, rank), atol=1e-6)
+    complete = np.nan_to_num(values)
+    u, s, vt = thin_svd(complete)
+    np.testing.assert_allclose(s, np.linalg.svd(complete, compute_uv=False), rtol=1e-8)
+    np.testing.assert_allclose((u * s) @ vt, complete, atol=1e-8)
+
+
+def test_reference_curves_of_a_wide_matrix_use_a_seeded_column_subsample():
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(8, 2)) @ rng.normal(size=(2, 3000)) + 0.1 * rng.normal(size=(8, 3000))
+    matrix = ForgettingMatrix(values, [f"t{i}" for i in range(8)], [f"e{j}" for j in range(3000)])
+    sampled = low_rank_report(matrix, max_rank=3, reference_columns=1000)
+    assert sampled["reference_columns"] == 1000 and sampled == low_rank_report(matrix, max_rank=3, reference_columns=1000)
+    whole = low_rank_report(matrix, max_rank=3)
+    assert whole["reference_columns"] == 3000 and whole["r2"] == sampled["r2"]  # the main curve uses every example
+    assert abs(whole["heldout_r2"][2] - sampled["heldout_r2"][2]) < 0.05
+    assert "seeded subsample of 1,000 examples" in report_markdown(sampled, matrix)

@@ -285,3 +285,20 @@ def test_binary_metrics_and_top_precision():
     assert metrics["auc"] == pytest.approx(5 / 6)
     assert top_fraction_precision(np.arange(200.0), np.arange(200.0)) == 1.0
     assert top_fraction_precision(np.arange(200.0), -np.arange(200.0)) == 0.0
+
+
+def test_mf_half_steps_against_one_ridge_solve_per_row():
+    """The batched ridge of MF's alternating steps (synthetic numbers): each row's solution is the plain ridge
+    solution over its observed entries, whether the mask is given or (nothing missing) left out."""
+    from hf_forgetting.completion.mf import _batched_ridge
+
+    rng = np.random.default_rng(0)
+    design, targets, offsets = rng.normal(size=(50, 4)), rng.normal(size=(7, 50)), rng.normal(size=50)
+    mask = (rng.random((7, 50)) > 0.3).astype(float)
+    solved = _batched_ridge(design, targets * mask, offsets, mask, 0.5)
+    for row in range(7):
+        kept = mask[row] > 0
+        x, y = design[kept], (targets[row] - offsets)[kept]
+        np.testing.assert_allclose(solved[row], np.linalg.solve(x.T @ x + 0.5 * np.eye(4), x.T @ y), atol=1e-10)
+    np.testing.assert_allclose(_batched_ridge(design, targets, offsets, None, 0.5),
+                               _batched_ridge(design, targets, offsets, np.ones((7, 50)), 0.5), atol=1e-12)

@@ -300,7 +300,11 @@ def test_huge_declared_sizes_are_refused_before_download(hub, pushed):
     repo_id, matrix = pushed
     header = json.loads(open(_download(repo_id, "forgetting_matrix.json")).read())
     hub.put_file("dataset", repo_id, "forgetting_matrix.json", json.dumps({**header, "num_examples": 10**12}).encode())
-    with pytest.raises(HubRepoError, match="forgetting_matrix.json: num_examples must be an integer in 1..50,000,000"):
+    with pytest.raises(HubRepoError, match="forgetting_matrix.json: num_examples must be an integer in 1..2,000,000"):
+        ForgettingMatrix.from_hub(repo_id)
+    # 16 x 10^6 examples (a file of a few KB can declare them; their ids alone would take GBs): refused by the header
+    hub.put_file("dataset", repo_id, "forgetting_matrix.json", json.dumps({**header, "num_examples": 16 * 10**6}).encode())
+    with pytest.raises(HubRepoError, match="num_examples must be an integer in 1..2,000,000"):
         ForgettingMatrix.from_hub(repo_id)
 
     hub.put_file("dataset", repo_id, "forgetting_matrix.json", json.dumps(header).encode())

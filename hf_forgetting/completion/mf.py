@@ -17,12 +17,19 @@ from .base import BiasedFactorsPredictor
 from .calibration import fold_in_with_loading, loading_prior
 
 
-def _batched_ridge(design: np.ndarray, targets: np.ndarray, mask: np.ndarray, reg: float) -> np.ndarray:
-    """Solve one ridge problem per row of ``targets``: rows [R, n], design [n, d] shared, mask [R, n]."""
+def _batched_ridge(design: np.ndarray, observed_targets: np.ndarray, offsets: np.ndarray, mask: np.ndarray | None,
+                   reg: float) -> np.ndarray:
+    """One ridge problem per row ``r`` of ``observed_targets`` [R, n]: regress ``observed_targets[r] - offsets``
+    on ``design`` [n, d] over the entries ``mask[r]`` observes (``observed_targets`` is zero elsewhere;
+    ``mask=None``: all observed, so every row shares one Gram matrix)."""
     d = design.shape[1]
+    if mask is None:
+        gram = design.T @ design + reg * np.eye(d)
+        rhs = observed_targets @ design - (offsets @ design)[None, :]
+        return np.linalg.solve(gram, rhs.T).T
     outer = (design[:, :, None] * design[:, None, :]).reshape(len(design), d * d)
     gram = (mask @ outer).reshape(-1, d, d) + reg * np.eye(d)  # sum over observed n of x_n x_n^T, as one matmul
-    rhs = (mask * np.nan_to_num(targets)) @ design
+    rhs = observed_targets @ design - mask @ (offsets[:, None] * design)
     return np.linalg.solve(gram, rhs[..., None])[..., 0]
 
 
@@ -60,23 +67,20 @@ class MFPredictor(BiasedFactorsPredictor):
 
     def _fit(self, values, matrix):
         rank = self._fitted_rank(values)
-        observed = (~np.isnan(values)).astype(np.float64)
+        missing = np.isnan(values)
+        mask = (~missing).astype(np.float64) if missing.any() else None
         self.mu, _, _ = additive_fit(values)
-        centred = values - self.mu
+        centred = np.where(missing, 0.0, values - self.mu)  # made once: each half-step is then two matmuls
         rng = np.random.default_rng(self.seed)
         num_tasks, num_examples = values.shape
         example_part = np.hstack([np.zeros((num_examples, 1)), rng.normal(0, 0.1, (num_examples, rank))])
         for _ in range(self.iterations):
             # tasks: [b_i, p_i] given [b_j, q_j]; design [1, q_j], target z - mu - b_j
-            task_part = _batched_ridge(
-                np.hstack([np.ones((num_examples, 1)), example_part[:, 1:]]),
-                centred - example_part[None, :, 0], observed, self.reg,
-            )
+            task_part = _batched_ridge(np.hstack([np.ones((num_examples, 1)), example_part[:, 1:]]), centred,
+                                       example_part[:, 0], mask, self.reg)
             # examples: [b_j, q_j] given [b_i, p_i]; design [1, p_i], target z - mu - b_i
-            example_part = _batched_ridge(
-                np.hstack([np.ones((num_tasks, 1)), task_part[:, 1:]]),
-                (centred - task_part[:, :1]).T, observed.T, self.reg,
-            )
+            example_part = _batched_ridge(np.hstack([np.ones((num_tasks, 1)), task_part[:, 1:]]), centred.T,
+                                          task_part[:, 0], None if mask is None else mask.T, self.reg)
         self.example_bias, self.example_factors = example_part[:, 0], example_part[:, 1:]
         self.task_bias, self.task_factors = task_part[:, 0], task_part[:, 1:]
         fitted = self.mu + self.task_bias[:, None] + self.example_bias[None, :] + self.task_factors @ self.example_factors.T

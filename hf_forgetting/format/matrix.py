@@ -214,29 +214,43 @@ def rows_table(rows: Sequence[TaskRow], example_ids: Sequence[str]) -> pa.Table:
 
 def read_rows(table: pa.Table, header: MatrixHeader, where: str) -> list[TaskRow]:
     """The task rows of a rows table (current or version-1 layout), each checked against the header."""
+    return read_rows_and_values(table, header, where)[1]
+
+
+def read_rows_and_values(table: pa.Table, header: MatrixHeader, where: str) -> tuple[np.ndarray, list[TaskRow]]:
+    """``(values [rows, examples] float32, rows)`` of a rows table; each row's ``values`` is a view of the array.
+
+    The values are converted column-wise (one float32 array, NaN for nulls): a Python object per entry
+    would cost 20x the values in memory on a paper-sized matrix."""
     legacy = [f.name for f in table.schema] == LEGACY_VALUES_SCHEMA.names
     check_schema(table.schema, LEGACY_VALUES_SCHEMA if legacy else ROWS_SCHEMA, where)
-    rows = []
-    for record in table.to_pylist():
-        task_id = record["task_id"]
+    task_ids = table.column("task_id").to_pylist()
+    column = table.column("forgetting").combine_chunks()
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)  # NaN where a row's list is null
+    for task_id, length in zip(task_ids, lengths):
         if not isinstance(task_id, str) or not task_id:
             raise ForgettingMatrixError(f"{where}: task ids must be non-empty strings; got {task_id!r}")
-        sha = record.get("example_ids_sha256", header.example_ids_sha256)
+        if np.isnan(length) or length != header.num_examples:
+            count = 0 if np.isnan(length) else int(length)
+            raise ForgettingMatrixError(f"{where}: task {task_id!r} has {count} values; expected {header.num_examples}")
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(task_ids), header.num_examples)
+    infinite = np.isinf(values).any(axis=1)
+    if infinite.any():
+        raise ForgettingMatrixError(f"{where}: task {task_ids[int(np.argmax(infinite))]!r} has infinite values")
+    names = table.column_names
+    shas = table.column("example_ids_sha256").to_pylist() if "example_ids_sha256" in names else [header.example_ids_sha256] * len(task_ids)
+    contributors = table.column("contributor").to_pylist() if "contributor" in names else [""] * len(task_ids)
+    provenances = table.column("provenance").to_pylist() if "provenance" in names else [None] * len(task_ids)
+    rows = []
+    for index, (task_id, sha, contributor, text) in enumerate(zip(task_ids, shas, contributors, provenances)):
         if sha != header.example_ids_sha256:
             raise ForgettingMatrixError(f"{where}: task {task_id!r} was collected on a different example-id list than {EXAMPLES_FILE}")
-        values = record["forgetting"]
-        if values is None or len(values) != header.num_examples:
-            count = 0 if values is None else len(values)
-            raise ForgettingMatrixError(f"{where}: task {task_id!r} has {count} values; expected {header.num_examples}")
-        row = np.array([math.nan if v is None else v for v in values], dtype=np.float32)
-        if np.isinf(row).any():
-            raise ForgettingMatrixError(f"{where}: task {task_id!r} has infinite values")
         try:
-            provenance = json.loads(record.get("provenance") or "{}")
+            provenance = json.loads(text or "{}")
         except json.JSONDecodeError as error:
             raise ForgettingMatrixError(f"{where}: task {task_id!r}: provenance is not valid JSON ({error})") from None
-        rows.append(TaskRow(task_id, row, record.get("contributor") or "", provenance if isinstance(provenance, dict) else {}))
-    return rows
+        rows.append(TaskRow(task_id, values[index], contributor or "", provenance if isinstance(provenance, dict) else {}))
+    return values, rows
 
 
 def rows_of(task_ids: Sequence[str], values: np.ndarray, metadata: dict) -> list[TaskRow]:

@@ -27,7 +27,9 @@ KIND_FILES = {HEADER_FILE: MATRIX_KIND, CONFIG_FILE: PREDICTOR_KIND}
 
 @dataclass(frozen=True)
 class DownloadLimits:
-    """Upper bounds checked before anything is read into memory.
+    """Upper bounds checked before anything is read into memory: a repo of a few KB can declare a matrix
+    of any size, and its example ids alone (Python strings) cost about 100 bytes each. The defaults hold
+    the paper's matrices (100 x 141,871) with room to spare: 2 x 10^6 examples, 2.5 x 10^8 values (1 GB).
 
     Args:
         max_file_bytes (`int`): largest file, as listed.
@@ -42,7 +44,7 @@ class DownloadLimits:
     max_file_bytes: int = 2 * 1024**3
     max_total_bytes: int = 8 * 1024**3
     max_json_bytes: int = 1024**2
-    max_examples: int = 50_000_000
+    max_examples: int = 2_000_000
     max_tasks: int = 100_000
     max_values: int = 250_000_000
     max_decompressed_bytes: int = 4 * 1024**3
