@@ -31,7 +31,7 @@ from .modeling import bf16_supported
 
 __all__ = [
     "SCORE_DTYPES", "bf16_supported", "cast_for_scoring", "exact_match_scores", "normalize_answer", "score_examples",
-    "tokenize_for_scoring",
+    "tokenize_for_scoring", "tokenize_many_for_scoring",
 ]
 
 # The precisions forgetting can be scored in (`score_dtype`); benchmarks/bench_precision.py measures
@@ -100,6 +100,24 @@ def tokenize_for_scoring(
     if mask:
         mask[0] = False  # the first token has nothing to be predicted from
     return list(ids), mask
+
+
+def tokenize_many_for_scoring(dataset, tokenizer, max_length: int | None = None, text_field: str = "text",
+                              batch_size: int = 1000) -> list[tuple[list[int], list[bool]]]:
+    """:func:`tokenize_for_scoring` of every example of ``dataset`` (a `datasets.Dataset` or a list of dicts).
+
+    Raw-text datasets are tokenised in batches from their text column (the same ids as one call per
+    text); other formats one example at a time."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and text_field in columns and not {"messages", "prompt"} & set(columns):
+        texts = dataset[text_field]
+        encoded = []
+        for start in range(0, len(texts), batch_size):
+            for ids in tokenizer(texts[start : start + batch_size])["input_ids"]:
+                ids = list(ids[:max_length] if max_length is not None else ids)
+                encoded.append((ids, [position > 0 for position in range(len(ids))]))
+        return encoded
+    return [tokenize_for_scoring(dataset[i], tokenizer, max_length, text_field) for i in range(len(dataset))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +278,7 @@ def score_examples(
     Returns:
         `np.ndarray` of float32 `[len(dataset)]`.
     """
-    examples = [dataset[i] for i in range(len(dataset))]
-    encoded = [tokenize_for_scoring(example, tokenizer, max_length, text_field) for example in examples]
+    encoded = tokenize_many_for_scoring(dataset, tokenizer, max_length, text_field)
     lengths = [len(ids) for ids, _ in encoded]
     state = PartialState()
     batches = _length_batches(lengths, batch_size, max_tokens_per_batch)[state.process_index :: state.num_processes]
@@ -288,7 +305,7 @@ def score_examples(
     local = [(index, total / count if count else float("nan")) for index, total, count in zip(order, totals, counts)]
 
     gathered = gather_object(local) if state.num_processes > 1 else local
-    scores = np.full(len(examples), np.nan, dtype=np.float32)
+    scores = np.full(len(encoded), np.nan, dtype=np.float32)
     for index, value in gathered:
         scores[index] = value
     return scores

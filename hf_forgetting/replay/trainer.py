@@ -26,7 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from ..files import atomic_write_text
-from ..scoring import score_examples, tokenize_for_scoring
+from ..scoring import score_examples, tokenize_many_for_scoring
 from ..training_guard import ParameterUpdateGuard
 from .config import ReplayConfig
 from .schedule import ReplaySampler, standardized
@@ -158,8 +158,8 @@ class ReplayTrainer(SFTTrainer):
         max_length = self.replay_max_length
         rows = {"input_ids": [], "labels": []}
         masked = self.args.replay_strategy == "masked"  # the control: in the batches, trained on nothing
-        for index in self._replayable:
-            ids, mask = tokenize_for_scoring(self._replay_source[index], self.processing_class, max_length)
+        replayable = self._replay_source.select(self._replayable) if self.heldout_ids else self._replay_source
+        for ids, mask in tokenize_many_for_scoring(replayable, self.processing_class, max_length):
             rows["input_ids"].append(ids)
             rows["labels"].append([t if m and not masked else -100 for t, m in zip(ids, mask)])
         replay_rows = Dataset.from_dict(rows, features=task_rows.select_columns(["input_ids", "labels"]).features)
