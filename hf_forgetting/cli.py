@@ -633,11 +633,32 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .errors import HfForgettingError
 
     # OSError: files and network (a missing folder, an output path that is a file, a full disk, an
-    # unreachable Hub), the environment rather than the code
-    return (HfForgettingError, HfHubHTTPError, OSError, ValueError, yaml.YAMLError)
+    # unreachable Hub), the environment rather than the code; httpx's transport errors: a refused or
+    # dropped connection to the Hub
+    return (HfForgettingError, HfHubHTTPError, OSError, ValueError, yaml.YAMLError, *_transport_errors())
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """A refused, timed-out or dropped connection, from the HTTP client huggingface_hub uses (httpx, or
+    its successor httpx2)."""
+    import importlib
+
+    found = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def _one_line(error: Exception) -> str:
+    if isinstance(error, _transport_errors()):
+        from huggingface_hub import constants
+
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return (f"the connection to the Hub at {constants.ENDPOINT} failed ({type(error).__name__}: {reason[:200]}). "
+                "Run the same command again once it is reachable: what already landed is kept and not sent twice.")
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) < 2000 else text[:2000] + " ..."
 

@@ -334,3 +334,25 @@ def test_the_top_level_help_imports_none_of_the_heavy_libraries():
     code = f"import sys; from hf_forgetting import cli; cli.main(['--help']); print(sorted({heavy!r} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unreachable_hub_is_one_line_that_says_to_retry(saved_matrix, tmp_path):
+    """Connection refused (nothing listens on the port): push, pull and measure answer in one line, no traceback."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: connections are refused
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": "hf_nobody", "HF_HUB_DISABLE_XET": "1"}
+    cli_path = Path(sys.executable).with_name("hf-forgetting")
+    for argv in (["push", str(saved_matrix), "someone/matrix"], ["pull", "someone/matrix", "--folder", str(tmp_path / "pulled")],
+                 ["measure", "--checkpoint", str(tmp_path), "--matrix", "someone/matrix", "--output_dir", str(tmp_path / "m")]):
+        result = subprocess.run([str(cli_path), *argv], env=env, capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"the connection to the Hub at http://127.0.0.1:{port} failed (ConnectError" in lines[0]
+        assert "Run the same command again once it is reachable" in lines[0]

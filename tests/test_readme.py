@@ -90,3 +90,27 @@ def test_the_readme_python_blocks_run_as_written(tmp_path):
     # the quick start's ReplayTrainer replays from the whole upstream set of the measured matrix, and says so
     quick_start = re.search(r"ReplayTrainer: replay pool (\d+) of (\d+) upstream examples \((\d+) held out\)", result.stdout)
     assert quick_start and quick_start.groups() == ("200", "200", "0"), result.stdout[-3000:]
+    check_quick_start_prediction_against_the_scored_truth(folder)
+
+
+def check_quick_start_prediction_against_the_scored_truth(folder: Path):
+    """The quick start's predicted row against every upstream passage scored under the base and the fine-tune:
+    on the passages it did not measure, no worse than predicting each at the probes' mean."""
+    from hf_forgetting import score_examples
+    from hf_forgetting.data.matrix_sources import load_matrix_upstream
+    from hf_forgetting.format.forgetting_csv import read_forgetting_csv
+    from hf_forgetting.modeling import EMBEDDED_MODEL, load_checkpoint, load_model_and_tokenizer
+
+    matrix = ForgettingMatrix.load(folder / DEMO_MATRIX)
+    upstream = load_matrix_upstream(matrix)
+    base, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
+    before = score_examples(base, tokenizer, upstream, max_length=64, show_progress=False)
+    tuned, _ = load_checkpoint(str(folder / "my-finetune"), EMBEDDED_MODEL)
+    truth = score_examples(tuned, tokenizer, upstream, max_length=64, show_progress=False) - before
+    ids, predicted = read_forgetting_csv(folder / "forgetting-measured" / "forgetting.csv")
+    probe_ids, probes = read_forgetting_csv(folder / "forgetting-measured" / "measured.csv")
+    assert ids == matrix.example_ids
+    unprobed = np.array([i not in set(probe_ids) for i in ids])
+    rmse = np.sqrt(np.mean((predicted[unprobed] - truth[unprobed]) ** 2))
+    probe_mean_rmse = np.sqrt(np.mean((probes.mean() - truth[unprobed]) ** 2))
+    assert rmse <= probe_mean_rmse * 1.02, (rmse, probe_mean_rmse)
