@@ -509,3 +509,24 @@ def test_online_resume_before_the_switch_reproduces_the_run(tiny_tokenizer, tmp_
     assert position == position_again
     np.testing.assert_allclose(scores, scores_again, atol=1e-5)
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, full_batches[1:]))
+
+
+@pytest.mark.parametrize("texts, message", [
+    (["A note.", "x", "Another note."], r"replay_dataset: 1 rows have no token to train on .* row 1 \(example_id 'doc/1'\)"),
+    (["A note.", "", "Another note."], r"replay_dataset row 1: the text is '', not a non-empty string"),
+    (["A note.", None, "Another note."], r"replay_dataset row 1: the text is None, not a non-empty string"),
+    (["A note.", "   ", "Another note."], r"replay_dataset row 1: the text is '   ', not a non-empty string"),
+])
+def test_replay_rows_without_text_are_refused_by_row(texts, message, tiny_tokenizer, tmp_path):
+    upstream = Dataset.from_dict({"example_id": [f"doc/{i}" for i in range(len(texts))], "text": texts})
+    with pytest.raises(ValueError, match=message):
+        ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path, replay_strategy="random", replay_heldout_size=0),
+                      train_dataset=task_dataset(), processing_class=tiny_tokenizer, replay_dataset=upstream)
+
+
+def test_a_score_that_would_overflow_the_softmax_is_refused(tiny_tokenizer, tmp_path):
+    scores = np.zeros(20)
+    scores[3] = 1e308
+    with pytest.raises(ValueError, match=r"\|score\| <= 1e\+06; row 3 \(example_id 'doc/3'\) is 1e\+308"):
+        ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path), train_dataset=task_dataset(),
+                      processing_class=tiny_tokenizer, replay_dataset=upstream_dataset(), replay_scores=scores)

@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
+from ..completion.base import MAX_KNOWN_MAGNITUDE
 from ..files import atomic_write_text
 from ..scoring import score_examples, tokenize_many_for_scoring
 from ..training_guard import ParameterUpdateGuard
@@ -142,6 +143,10 @@ class ReplayTrainer(SFTTrainer):
                 f"replay_scores must be {len(self._all_replay_ids)} finite numbers aligned with replay_dataset; "
                 f"got shape {replay_scores.shape}"
             )
+        if np.abs(replay_scores).max() > MAX_KNOWN_MAGNITUDE:  # softmax(f / T) would overflow to NaN
+            row = int(np.argmax(np.abs(replay_scores)))
+            raise ValueError(f"replay_scores must be forgetting values, |score| <= {MAX_KNOWN_MAGNITUDE:g}; row {row} "
+                             f"(example_id {self._all_replay_ids[row][:100]!r}) is {replay_scores[row]:g}")
         return replay_scores[self._replayable]
 
     def _check_predictor_covers(self, predictor) -> None:
@@ -159,7 +164,14 @@ class ReplayTrainer(SFTTrainer):
         rows = {"input_ids": [], "labels": []}
         masked = self.args.replay_strategy == "masked"  # the control: in the batches, trained on nothing
         replayable = self._replay_source.select(self._replayable) if self.heldout_ids else self._replay_source
-        for ids, mask in tokenize_many_for_scoring(replayable, self.processing_class, max_length):
+        _check_replay_texts(replayable, self._replayable)
+        encoded = tokenize_many_for_scoring(replayable, self.processing_class, max_length)
+        untrainable = [i for i, (_, mask) in enumerate(encoded) if not any(mask)]
+        if untrainable:
+            row = self._replayable[untrainable[0]]
+            raise ValueError(f"replay_dataset: {len(untrainable)} rows have no token to train on (empty or one-token text), "
+                             f"e.g. row {row} (example_id {self._all_replay_ids[row][:100]!r}); drop them from the replay dataset")
+        for ids, mask in encoded:
             rows["input_ids"].append(ids)
             rows["labels"].append([t if m and not masked else -100 for t, m in zip(ids, mask)])
         replay_rows = Dataset.from_dict(rows, features=task_rows.select_columns(["input_ids", "labels"]).features)
@@ -317,6 +329,15 @@ class ReplayTrainer(SFTTrainer):
             model, self.processing_class, self.replay_examples(rows), max_length=self.replay_max_length,
             batch_size=self.args.per_device_eval_batch_size, show_progress=False,
         )
+
+
+def _check_replay_texts(dataset: Dataset, rows: Sequence[int]) -> None:
+    """Refuse raw-text replay rows whose text is not a non-empty string, naming the first (as a row of ``replay_dataset``)."""
+    if "text" not in dataset.column_names or {"messages", "prompt"} & set(dataset.column_names):
+        return
+    for position, text in enumerate(dataset["text"]):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"replay_dataset row {rows[position]}: the text is {text!r:.60}, not a non-empty string")
 
 
 class _ReplayStateCallback(TrainerCallback):
