@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 DEFAULT_SCORE_MAX_LENGTH = 128
+# A fine-tune's weights stay aligned with the base's (cosine near 1); an unrelated model's are orthogonal (near 0).
+MIN_FINE_TUNE_SIMILARITY = 0.3
+IMPLAUSIBLE_SHIFT = 2.0  # nats of mean |forgetting| over the probes
 
 
 @dataclass
@@ -114,11 +117,16 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
     device = PartialState().device
     base, tokenizer = load_model_and_tokenizer(model_args, device=device)
     before = score_examples(base, tokenizer, probes, max_length=length, show_progress=False)
+    base_weights = weight_sample(base)
     del base
     probes, before = _scorable(probes, before, "has no token to score")
     tuned, _ = load_checkpoint(args.checkpoint, model_args)
+    check_fine_tune_of(base_weights, tuned, args.checkpoint, model_args.model_name_or_path)
     after = score_examples(tuned.to(device), tokenizer, probes, max_length=length, show_progress=False)
     probes, forgetting = _scorable(probes, (after - before).astype(np.float64), f"has a non-finite NLL under {args.checkpoint}")
+    if np.abs(forgetting).mean() > IMPLAUSIBLE_SHIFT:
+        warnings.warn(f"The probes' NLL moved by {np.abs(forgetting).mean():.2f} nats on average under {args.checkpoint}: far "
+                      "more than fine-tuning moves it; is it a fine-tune of this base model, scored with its tokenizer?", stacklevel=2)
     probe_ids = list(probes["example_id"])
     completed = predictor.complete_row(probe_ids, forgetting) if predictor is not None else None
     predicted = completed.values if completed is not None else None
@@ -135,6 +143,53 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
     summary = _summary(args, model_args, upstream, probe_ids, forgetting, completed, predictor, length)
     files["summary.md"] = atomic_write_text(output_dir / "summary.md", summary)
     return MeasuredForgetting(upstream, example_ids, probe_ids, forgetting, predicted, summary, files, completed)
+
+
+def weight_sample(model, per_tensor: int = 4096) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
+    """Each weight's shape and a fixed sample of its entries (a few MB for any model), to compare a checkpoint with."""
+    return {name: (tuple(tensor.shape), weight_sample_of(tensor, min(per_tensor, tensor.numel())))
+            for name, tensor in _base_weights(model).items()}
+
+
+def check_fine_tune_of(base: dict, tuned, checkpoint: str, base_name: str) -> None:
+    """Refuse a checkpoint that is not a fine-tune of the base: other weights or shapes (another architecture or
+    vocabulary), or weights as unrelated to the base's as another model's (``base``: :func:`weight_sample`)."""
+    weights = _base_weights(tuned)
+    missing = sorted(set(base) - set(weights))
+    reshaped = [name for name in base if name in weights and tuple(weights[name].shape) != base[name][0]]
+    if missing or reshaped:
+        example = reshaped[0] if reshaped else missing[0]
+        detail = (f"{example} has shape {tuple(weights[example].shape)}, the base's {base[example][0]}" if reshaped
+                  else f"it lacks {example}")
+        raise ValueError(f"{checkpoint} is not a fine-tune of {base_name}: {len(missing) + len(reshaped)} weights differ in "
+                         f"name or shape ({detail}); another architecture or vocabulary?")
+    similarities = []
+    for name, (_, sampled) in base.items():
+        now = weight_sample_of(weights[name], len(sampled))
+        norms = np.linalg.norm(sampled) * np.linalg.norm(now)
+        if norms > 0:
+            similarities.append(float(sampled @ now) / norms)
+    similarity = float(np.median(similarities)) if similarities else 1.0
+    if similarity < MIN_FINE_TUNE_SIMILARITY:
+        raise ValueError(f"{checkpoint} is not a fine-tune of {base_name}: its weights are as unrelated to the base's as another "
+                         f"model's (median cosine similarity over tensors {similarity:.2f}; a fine-tune keeps it near 1)")
+
+
+def weight_sample_of(tensor, count: int) -> np.ndarray:
+    flat = tensor.detach().reshape(-1)
+    return flat[np.linspace(0, flat.numel() - 1, num=count, dtype=np.int64)].float().cpu().numpy()
+
+
+def _base_weights(model) -> dict:
+    """The model's own weights by name (a PEFT model's base weights under their names in the base, without its adapters)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    weights = {}
+    for name, tensor in model.named_parameters():
+        if "lora_" in name or ".modules_to_save." in name:
+            continue
+        weights[name.replace(".base_layer.", ".").replace(".original_module.", ".")] = tensor
+    return weights
 
 
 def _scorable(probes: Dataset, values: np.ndarray, problem: str) -> tuple[Dataset, np.ndarray]:

@@ -147,6 +147,7 @@ def load_model_and_tokenizer(
     Returns:
         `(model, tokenizer)`; the tokenizer has a pad token (the EOS token when it had none).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if model_args is None or isinstance(model_args, str):
@@ -165,7 +166,7 @@ def load_model_and_tokenizer(
         tokenizer_path = resolve_model_path(tokenizer_from) if tokenizer_from else path
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, revision=None if tokenizer_from else model_args.model_revision)
         model = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as error:
+    except (OSError, SafetensorError) as error:  # a missing, unreadable or truncated checkpoint
         raise ModelNotFoundError(f"Cannot load the model {model_args.model_name_or_path!r}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -121,3 +121,28 @@ def test_a_checkpoint_saved_without_its_tokenizer_gets_the_base_models(tiny_chec
 def test_bad_measure_arguments():
     with pytest.raises(ValueError, match="k and top must be >= 1"):
         MeasureArguments(checkpoint="c", k=0)
+
+
+def test_a_checkpoint_that_is_not_a_fine_tune_of_the_base_is_refused(data_files, tiny_checkpoint, tiny_tokenizer, tmp_path):
+    """A random model of the same shape (another seed), one with another vocabulary, and truncated weights."""
+    from conftest import build_model
+
+    build_model(len(tiny_tokenizer), seed=7).save_pretrained(tmp_path / "random")
+    build_model(len(tiny_tokenizer) + 64).save_pretrained(tmp_path / "other-vocab")
+    fine_tune(tiny_checkpoint, tmp_path / "truncated")
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    base = ModelConfig(model_name_or_path=str(tiny_checkpoint))
+
+    def measure(checkpoint):
+        return measure_forgetting(MeasureArguments(checkpoint=str(checkpoint), upstream_dataset=data_files["upstream"],
+                                                   num_upstream_examples=12, k=6, output_dir=str(tmp_path / "out")), base)
+
+    with pytest.raises(ValueError, match=r"random is not a fine-tune of .*: its weights are as unrelated to the base's"):
+        measure(tmp_path / "random")
+    with pytest.raises(ValueError, match=r"other-vocab is not a fine-tune of .*weights differ in name or shape \(model.embed_tokens"):
+        measure(tmp_path / "other-vocab")
+    from hf_forgetting.modeling import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match=r"Cannot load the model .*truncated.*: Error while deserializing header"):
+        measure(tmp_path / "truncated")
