@@ -223,6 +223,52 @@ def _without_accelerator(argv: list[str]) -> list[str]:
     return [*argv, "--use_cpu", "true"]
 
 
+def _check_recipe_types(argv: list[str], dataclass_types) -> None:
+    """Refuse a recipe value of the wrong kind (``max_steps: [2]``, ``num_upstream_examples: "ten"``) in one line
+    naming the setting: argparse does not convert or check a recipe's values, and the dataclasses would fail on them
+    with a TypeError far from the recipe."""
+    import typing
+
+    settings = _recipe_settings(argv)
+    for cls in dataclass_types:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # noqa: BLE001 - annotations this check cannot resolve are left to the dataclass
+            continue
+        for name, value in settings.items():
+            if name in hints and not _is_of_type(value, hints[name]):
+                raise ValueError(f"recipe setting {name}: {value!r:.80} is not {_type_name(hints[name])}")
+
+
+def _is_of_type(value, hint) -> bool:
+    """Whether a YAML value fits a field's annotation (scalars, None, lists of scalars; other kinds pass)."""
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        return any(_is_of_type(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint) or (typing.Any,)
+        return isinstance(value, list) and all(_is_of_type(v, item) for v in value)
+    if isinstance(value, str) and hint in (int, float, bool):  # argparse converts it as a flag's value, or says why not
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def _recipe_settings(argv: list[str]) -> dict:
     """The settings of the recipe named by ``--config`` (empty without one; a bad file is TrlParser's to report)."""
     import yaml
@@ -271,6 +317,7 @@ def _training_stage(dataclass_types: tuple, stage: str, argv: list[str]):
         epilog = textwrap.fill(trainer, 100) + "\n\n" + RECIPE_HELP
         _stage_parser(sections, stage, epilog, usage=f"hf-forgetting {stage} [--config RECIPE.yaml] [--option value ...]").print_help()
         raise SystemExit(0)
+    _check_recipe_types(argv, dataclass_types)
     return parser.parse_args_and_config(_without_accelerator(argv))
 
 
@@ -319,6 +366,7 @@ def _parse(dataclass_type, argv: list[str], stage: str, positional: str | tuple[
             leading += [f"--{name}", argv[0]]
             argv = argv[1:]
     argv = [*leading, *argv]
+    _check_recipe_types(argv, (dataclass_type,))
     (args,) = _stage_parser((dataclass_type,), stage).parse_args_and_config(argv)
     return args
 
@@ -390,6 +438,7 @@ def _measure(argv: list[str]) -> int:
 
     from .measure import MeasureArguments, measure_forgetting
 
+    _check_recipe_types(argv, (MeasureArguments, ModelConfig))
     args, model_args = _stage_parser((MeasureArguments, ModelConfig), "measure").parse_args_and_config(argv)
     result = measure_forgetting(args, model_args)
     print(result.summary)

@@ -91,6 +91,8 @@ class ForgettingMonitorCallback(TrainerCallback):
             raise ValueError(f"budget_action must be one of {BUDGET_ACTIONS}; got {budget_action!r}")
         if forgetting_budget is not None and not np.isfinite(forgetting_budget):
             raise ValueError(f"forgetting_budget must be a finite number; got {forgetting_budget}")
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (one token to predict from another); got {max_length}")
         _check_scorable(probe_dataset)
         self.probes = _draw_probes(probe_dataset, num_probes, seed)
         self.probe_ids = list(self.probes["example_id"]) if "example_id" in self.probes.column_names else None
@@ -258,6 +260,10 @@ def _check_scorable(dataset) -> None:
         raise ValueError(f"probe_dataset has columns {sorted(columns)}; it needs 'text', 'prompt' + 'completion' or 'messages'")
     if len(dataset) == 0:
         raise ValueError("probe_dataset is empty")
+    if "text" in columns and not {"prompt", "messages"} & columns:
+        blank = next((row for row, text in enumerate(dataset["text"]) if not isinstance(text, str) or not text.strip()), None)
+        if blank is not None:
+            raise ValueError(f"probe_dataset row {blank}: the text is {dataset[blank]['text']!r:.60}, not a non-empty string")
 
 
 def probe_indices(num_examples: int, num_probes: int | None, seed: int) -> np.ndarray:

@@ -356,3 +356,23 @@ def test_an_unreachable_hub_is_one_line_that_says_to_retry(saved_matrix, tmp_pat
         assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert f"the connection to the Hub at http://127.0.0.1:{port} failed (ConnectError" in lines[0]
         assert "Run the same command again once it is reachable" in lines[0]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("num_upstream_examples: [1, 2]", "recipe setting num_upstream_examples: [1, 2] is not int | None"),
+    ("max_steps: [2]", "recipe setting max_steps: [2] is not int"),
+    ("learning_rate: [0.1]", "recipe setting learning_rate: [0.1] is not float"),
+])
+def test_a_recipe_value_of_the_wrong_kind_is_one_line_naming_the_setting(setting, message, tmp_path, capsys):
+    (tmp_path / "recipe.yaml").write_text(f"task: word_sorting\noutput_dir: {tmp_path / 'out'}\n{setting}\n")
+    assert cli.main(["train", "--config", str(tmp_path / "recipe.yaml")]) == 1
+    assert capsys.readouterr().err.strip() == f"hf-forgetting train: {message}"
+
+
+def test_recipe_values_argparse_converts_are_accepted(tmp_path):
+    """`learning_rate: 1e-4` is a string to YAML 1.1 and a float to argparse: a recipe may say it so."""
+    (tmp_path / "recipe.yaml").write_text("task: word_sorting\nlearning_rate: 1e-4\nbf16: 'false'\nmax_steps: '3'\n")
+    cli._check_recipe_types(["--config", str(tmp_path / "recipe.yaml")], (cli.TrainArguments,))
+    from hf_forgetting.replay import ReplayConfig
+
+    cli._check_recipe_types(["--config", str(tmp_path / "recipe.yaml")], (ReplayConfig,))

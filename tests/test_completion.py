@@ -302,3 +302,15 @@ def test_mf_half_steps_against_one_ridge_solve_per_row():
         np.testing.assert_allclose(solved[row], np.linalg.solve(x.T @ x + 0.5 * np.eye(4), x.T @ y), atol=1e-10)
     np.testing.assert_allclose(_batched_ridge(design, targets, offsets, None, 0.5),
                                _batched_ridge(design, targets, offsets, np.ones((7, 50)), 0.5), atol=1e-12)
+
+
+@pytest.mark.parametrize("state, value", [("residual_variance", 0.0), ("residual_variance", -1.0), ("loading_prior", 0.0)])
+def test_a_saved_knn_with_a_variance_or_prior_that_is_not_positive_is_refused(state, value, small_matrix, tmp_path):
+    from hf_forgetting.errors import PredictorFormatError
+
+    KNNPredictor(k=3).fit(small_matrix).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "predictor.json").read_text())
+    config["state"][state] = value
+    (tmp_path / "predictor.json").write_text(json.dumps(config))
+    with pytest.raises(PredictorFormatError, match=f"state '{state}' must be > 0; got {value}"):
+        KNNPredictor.from_pretrained(tmp_path)

@@ -135,6 +135,11 @@ def test_bad_inputs_fail_before_training():
         ForgettingMonitorCallback(upstream, every_n_steps=0)
     with pytest.raises(ValueError, match="budget_action"):
         ForgettingMonitorCallback(upstream, budget_action="panic")
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        ForgettingMonitorCallback(upstream, max_length=1)
+    blank = Dataset.from_dict({"example_id": ["a", "b"], "text": ["Some prose.", " "]})
+    with pytest.raises(ValueError, match="probe_dataset row 1: the text is ' ', not a non-empty string"):
+        ForgettingMonitorCallback(blank)
     other = ForgettingMatrix(np.zeros((3, 4)), ["a", "b", "c"], ["x/0", "x/1", "x/2", "x/3"])  # synthetic
     with pytest.raises(KeyError, match="doc/0"):
         ForgettingMonitorCallback(upstream, predictor=MFPredictor(rank=1).fit(other))

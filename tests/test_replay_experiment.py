@@ -203,3 +203,9 @@ def test_sign_flip_p_against_a_naive_enumeration():
 def test_unknown_method():
     with pytest.raises(ValueError, match="Unknown method"):
         ReplayExperimentArguments(matrix="m", methods=["oracle"])
+
+
+def test_a_matrix_with_too_few_tasks_for_a_test_task_is_refused():
+    matrix = ForgettingMatrix(np.zeros((2, 5)), ["a", "b"], [f"e{j}" for j in range(5)])
+    with pytest.raises(ValueError, match="at least 2 others: m has 2 tasks"):
+        choose_test_tasks(matrix, ReplayExperimentArguments(matrix="m"))

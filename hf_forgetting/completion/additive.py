@@ -55,7 +55,7 @@ class AdditivePredictor(ForgettingPredictor):
 
     def _load(self, arrays, state, source):
         self.mu = self._finite_state(state, "mu", source)
-        self.loading_prior = self._finite_state(state, "loading_prior", source)
+        self.loading_prior = self._finite_state(state, "loading_prior", source, positive=True)
         self.example_bias = self._expect(arrays, "example_bias", (len(self.example_ids),), source)
 
 

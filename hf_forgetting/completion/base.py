@@ -316,9 +316,12 @@ class ForgettingPredictor:
             raise ValueError(f"{source}: tensor {name!r} contains NaN or infinity")
         return array.astype(np.float64)
 
-    def _finite_state(self, state: dict[str, Any], name: str, source: str) -> float:
-        """``state[name]`` as a finite float."""
-        return finite_number(state.get(name), f"state {name!r}", source)
+    def _finite_state(self, state: dict[str, Any], name: str, source: str, positive: bool = False) -> float:
+        """``state[name]`` as a finite float (> 0 with ``positive``: a variance, a prior's strength)."""
+        value = finite_number(state.get(name), f"state {name!r}", source)
+        if positive and not value > 0:
+            raise ValueError(f"{source}: state {name!r} must be > 0; got {value}")
+        return value
 
 
 def _looks_like_repo_id(name) -> bool:

@@ -81,8 +81,8 @@ class KNNPredictor(ForgettingPredictor):
 
     def _load(self, arrays, state, source):
         self.mu = self._finite_state(state, "mu", source)
-        self.residual_variance = self._finite_state(state, "residual_variance", source)
-        self.loading_prior = self._finite_state(state, "loading_prior", source)
+        self.residual_variance = self._finite_state(state, "residual_variance", source, positive=True)
+        self.loading_prior = self._finite_state(state, "loading_prior", source, positive=True)
         self.example_bias = self._expect(arrays, "example_bias", (len(self.example_ids),), source)
         residuals = arrays.get("residuals")
         if residuals is None or residuals.ndim != 2 or residuals.shape[1] != len(self.example_ids):

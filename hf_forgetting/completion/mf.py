@@ -108,4 +108,4 @@ class MFPredictor(BiasedFactorsPredictor):
 
     def _load(self, arrays, state, source):
         super()._load(arrays, state, source)
-        self.loading_prior = self._finite_state(state, "loading_prior", source)
+        self.loading_prior = self._finite_state(state, "loading_prior", source, positive=True)

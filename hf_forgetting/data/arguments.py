@@ -153,5 +153,7 @@ class MonitorArguments:
     def __post_init__(self):
         if self.monitor_probes < 0 or self.monitor_every_n_steps < 1:
             raise ValueError("monitor_probes must be >= 0 and monitor_every_n_steps >= 1")
+        if self.monitor_max_length is not None and self.monitor_max_length < 2:
+            raise ValueError(f"monitor_max_length must be >= 2 (one token to predict from another); got {self.monitor_max_length}")
         if hasattr(super(), "__post_init__"):  # the other argument classes a stage's dataclass combines
             super().__post_init__()

@@ -128,6 +128,9 @@ def choose_test_tasks(matrix: ForgettingMatrix, args: ReplayExperimentArguments)
     if args.test_tasks:
         return list(args.test_tasks)
     count = min(args.num_test_tasks, len(matrix.task_ids) - 2)
+    if count < 1:
+        raise ValueError(f"The replay experiment holds test tasks out of a matrix and fits the predictor on at least 2 others: "
+                         f"{args.matrix} has {len(matrix.task_ids)} tasks")
     if args.test_task_rule == "random":
         return default_test_tasks(matrix, count / len(matrix.task_ids))
     means = np.nanmean(matrix.values, axis=1)
