@@ -108,35 +108,52 @@ def low_rank_fits(values: np.ndarray, ranks, iterations: int = 200, tol: float =
 
 def _hard_impute(filled: np.ndarray, gaps: np.ndarray, rank: int, observed_count: int, iterations: int,
                  tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Iterate ``gaps <- rank-k fit`` in place on a wide ``filled`` matrix; returns the last fit as ``(u, weights)``
+    """Iterate ``gaps <- rank-k fit`` on a wide ``filled`` matrix; returns the last fit as ``(u, weights)``
     (the fit is ``u @ weights``: the top-``rank`` left singular vectors of the fill it projected).
 
-    A large matrix is decomposed through its Gram matrix and its loss on observed entries is the projection's
-    residual less its part on the gaps, so no full-size temporary is made. A small one (under 10^5
-    entries) takes LAPACK's SVD and the plain loss: the Gram matrix squares the spread of the singular
-    values, and the last of several ranks would lose digits that an unconverged imputation amplifies."""
+    A small matrix (under 10^5 entries) takes LAPACK's SVD at each step and the plain loss. A large one
+    is decomposed through its Gram matrix, kept as the fixed part of the columns without gaps plus the
+    block of columns with gaps, the only part a step changes; its loss on observed entries is the
+    projection's residual less its part on the gaps, so no full-size temporary is made. (The Gram matrix
+    squares the spread of the singular values: on a small matrix the last of several ranks would lose
+    digits that an unconverged imputation amplifies.)"""
+    if filled.size < 100_000:
+        return _hard_impute_small(filled, gaps, rank, iterations, tol)
     rows, columns = np.divmod(gaps, filled.shape[1])
-    small = filled.size < 100_000
+    gap_columns, local = np.unique(columns, return_inverse=True)
+    if len(gap_columns) > filled.shape[1] // 2:  # most columns have gaps: the whole matrix is the block
+        gap_columns, local = np.arange(filled.shape[1]), columns
+    block = filled[:, gap_columns]
+    fixed = filled @ filled.T - block @ block.T if len(gap_columns) < filled.shape[1] else 0.0
+    previous, u, before = np.inf, None, None
+    for _ in range(iterations):
+        gram = fixed + block @ block.T
+        eigenvalues, vectors = np.linalg.eigh(gram)
+        order = np.argsort(eigenvalues)[::-1]
+        u = vectors[:, order[:rank]]
+        fit_on_gaps = _fit_at(u, u.T @ block, rows, local)
+        before = block[rows, local]
+        residual = float(np.trace(gram) - eigenvalues[order[:rank]].sum())  # ||F - fit||^2 over every entry
+        loss = (residual - float(np.sum((before - fit_on_gaps) ** 2))) / observed_count
+        block[rows, local] = fit_on_gaps
+        if previous - loss < tol * max(previous, 1e-12):
+            break
+        previous = loss
+    block[rows, local] = before  # the last fit projected the fill before its update
+    filled[:, gap_columns] = block
+    return u, u.T @ filled
+
+
+def _hard_impute_small(filled: np.ndarray, gaps: np.ndarray, rank: int, iterations: int, tol: float):
     observed = np.ones(filled.size, dtype=bool)
     observed[gaps] = False
     previous, u, weights = np.inf, None, None
     for _ in range(iterations):
-        if small:
-            u = np.linalg.svd(filled, full_matrices=False)[0][:, :rank]
-            weights = u.T @ filled
-            fit = u @ weights
-            fit_on_gaps = fit.reshape(-1)[gaps]
-            loss = float(np.mean((filled.reshape(-1)[observed] - fit.reshape(-1)[observed]) ** 2))
-        else:
-            gram = filled @ filled.T
-            eigenvalues, vectors = np.linalg.eigh(gram)
-            order = np.argsort(eigenvalues)[::-1]
-            u = vectors[:, order[:rank]]
-            weights = u.T @ filled
-            fit_on_gaps = _fit_at(u, weights, rows, columns)
-            residual = float(np.trace(gram) - eigenvalues[order[:rank]].sum())  # ||F - fit||^2 over every entry
-            loss = (residual - float(np.sum((filled.reshape(-1)[gaps] - fit_on_gaps) ** 2))) / observed_count
-        filled.reshape(-1)[gaps] = fit_on_gaps
+        u = np.linalg.svd(filled, full_matrices=False)[0][:, :rank]
+        weights = u.T @ filled
+        fit = u @ weights
+        loss = float(np.mean((filled.reshape(-1)[observed] - fit.reshape(-1)[observed]) ** 2))
+        filled.reshape(-1)[gaps] = fit.reshape(-1)[gaps]
         if previous - loss < tol * max(previous, 1e-12):
             break
         previous = loss
