@@ -680,29 +680,18 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from huggingface_hub.errors import HfHubHTTPError
 
     from .errors import HfForgettingError
+    from .hub.transport import transport_errors
 
     # OSError: files and network (a missing folder, an output path that is a file, a full disk, an
     # unreachable Hub), the environment rather than the code; httpx's transport errors: a refused or
     # dropped connection to the Hub
-    return (HfForgettingError, HfHubHTTPError, OSError, ValueError, yaml.YAMLError, *_transport_errors())
-
-
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """A refused, timed-out or dropped connection, from the HTTP client huggingface_hub uses (httpx, or
-    its successor httpx2)."""
-    import importlib
-
-    found = []
-    for name in ("httpx", "httpx2"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
+    return (HfForgettingError, HfHubHTTPError, OSError, ValueError, yaml.YAMLError, *transport_errors())
 
 
 def _one_line(error: Exception) -> str:
-    if isinstance(error, _transport_errors()):
+    from .hub.transport import transport_errors
+
+    if isinstance(error, transport_errors()) and not isinstance(error, OSError):
         from huggingface_hub import constants
 
         reason = " ".join(str(error).split()) or type(error).__name__
