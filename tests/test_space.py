@@ -163,6 +163,19 @@ def test_bad_measurements_are_explained(space, rows, message):
     assert message in str(error.value)
 
 
+def test_values_the_predictor_refuses_and_huge_ids_are_explained_in_a_few_hundred_characters(space):
+    good = [[f"ex/{j}", 0.01 * j] for j in range(1, 8)]
+    cases = [
+        ({"headers": ["example_id", "value"], "data": [*good, ["ex/9", 1e300]]}, 5, "|value| <= 1e+06"),
+        ({"headers": ["example_id", "value"], "data": [*good, ["x" * 1_000_000, 0.1]]}, 5, "not in this matrix"),
+    ]
+    for table, top_n, message in cases:
+        with pytest.raises(Exception) as error:
+            space["client"].predict(space["folder"], "", table, None, top_n, api_name="/predict")
+        assert message in str(error.value) and "the app has raised an exception" not in str(error.value)
+        assert len(str(error.value)) < 1000
+
+
 def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(space, tmp_path, hub, capfd):
     client = space["client"]
     wrong = tmp_path / "wrong.csv"

@@ -35,10 +35,14 @@ PREDICTION_HEADERS = ["rank", "example_id", "predicted", "95% interval", "text"]
 EXAMPLE_TASK_INPUTS = "What is the capital of France?\nWho wrote Pride and Prejudice?\nWhen did the Berlin Wall fall?"
 
 
-def _refused(error: ExplorerInputError) -> gr.Error:
-    """Input the explorer cannot use: a message for the person, one line in the server log (no traceback)."""
-    print(f"forgetting-explorer: input refused: {error}", file=sys.stderr, flush=True)
-    return gr.Error(str(error), print_exception=False)
+def _refused(error: Exception) -> gr.Error:
+    """Input the explorer cannot use: a message for the person, one line in the server log (no traceback),
+    both cut to a few hundred characters (an input may be megabytes)."""
+    message = " ".join(str(error).split())
+    message = message if len(message) <= 300 else message[:300] + " ..."
+    print(f"forgetting-explorer: input refused: {message}", file=sys.stderr, flush=True)
+    return gr.Error(message, print_exception=False)
+
 
 
 def _workspace(matrix_source: str, predictor_source: str) -> explorer.Workspace:
@@ -74,7 +78,7 @@ def predict(matrix_source: str, predictor_source: str, measurements, measurement
             rows = _table_rows(measurements)
         ids, values = explorer.parse_measurements(rows, workspace)
         return _describe(workspace, explorer.predict_from_measurements(workspace, ids, values), int(top_n or 20))
-    except ExplorerInputError as error:
+    except (ExplorerInputError, ValueError) as error:  # ValueError: measurements the predictor refuses
         raise _refused(error) from None
 
 
@@ -86,7 +90,7 @@ def predict_zero_shot(matrix_source: str, predictor_source: str, task_inputs: st
             progress(None, desc="Loading the sentence encoder and encoding the known tasks' inputs (first zero-shot query only)")
         prediction = explorer.predict_zero_shot(workspace, (task_inputs or "").splitlines())
         return _describe(workspace, prediction, int(top_n or 20))
-    except ExplorerInputError as error:
+    except (ExplorerInputError, ValueError) as error:
         raise _refused(error) from None
 
 
