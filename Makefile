@@ -59,6 +59,8 @@ bench: install
 	$(PY) benchmarks/bench_replay.py
 	$(PY) benchmarks/bench_monitor.py
 	$(PY) benchmarks/bench_space.py
+	$(PY) benchmarks/bench_calibration.py
+	$(PY) benchmarks/bench_scale.py
 
 # The forgetting-explorer Space on http://127.0.0.1:7860 (the demo matrix it ships needs no `make demo`).
 space: install
