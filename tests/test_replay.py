@@ -161,12 +161,19 @@ def test_a_default_config_replays_from_every_upstream_example_and_says_so(tiny_t
 
 
 def test_a_pool_smaller_than_an_epochs_replay_rows_is_named_in_a_warning(tiny_tokenizer, tmp_path):
-    args = config(tmp_path, max_steps=1, replay_strategy="random", replay_ratio=1 / 2, replay_heldout_size=15)
-    trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
-                            processing_class=tiny_tokenizer, replay_dataset=upstream_dataset())
+    import warnings
+
+    def trainer_for(**overrides):
+        args = config(tmp_path, replay_strategy="random", replay_ratio=1 / 2, replay_heldout_size=15, **overrides)
+        return ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
+                             processing_class=tiny_tokenizer, replay_dataset=upstream_dataset())
+
     with pytest.warns(UserWarning, match=r"One epoch draws 16 replay rows from a replay pool of 5 upstream examples: "
                                          r"each is replayed about 3.2 times per epoch.*replay_ratio \(0.5\).*replay_heldout_size \(15\)"):
-        trainer.train()
+        trainer_for(max_steps=-1, num_train_epochs=1).train()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="One epoch draws")  # 2 steps of 4 rows draw 2 replay rows: none repeats
+        trainer_for(max_steps=2).train()
 
 
 def test_holding_out_every_upstream_example_is_refused(tiny_tokenizer, tmp_path):

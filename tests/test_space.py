@@ -293,7 +293,8 @@ def test_embedded_default_shows_texts_and_zero_shot_estimate(space):
     table, note = client.predict("embedded", "", api_name="/example_measurements")
     assert len(table["data"]) == 30 and "qa_wikidata**, a task already in the matrix" in note
     summary, top, *_ = client.predict("embedded", "", table, None, 5, api_name="/predict")
-    assert all(len(row[3]) > 20 for row in top["data"]), "upstream texts are shown"
+    assert all(len(row[4]) > 20 for row in top["data"]), "upstream texts are shown"
+    assert all(row[3].startswith("[") for row in top["data"]), "each value's 95% interval is shown"
     summary, top, *_ = client.predict(
         "embedded", "", "Who wrote Emma?\nWhat is the capital of France?", 5, api_name="/predict_zero_shot"
     )

@@ -205,10 +205,14 @@ class ReplayTrainer(SFTTrainer):
             print(f"ReplayTrainer: replay pool {self.replay_pool_size} of {total} upstream examples "
                   f"({len(self.heldout_ids)} held out), {per_epoch} replay rows per epoch "
                   f"(one after every {sampler.replay_every} of {sampler.num_task} task rows), strategy {self.args.replay_strategy!r}")
-        if per_epoch > self.replay_pool_size:
+        drawn = per_epoch
+        if self.args.max_steps > 0:  # a run shorter than an epoch draws only the replay rows of its batches
+            rows = self.args.max_steps * self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            drawn = min(per_epoch, rows // (sampler.replay_every + 1))
+        if drawn > self.replay_pool_size:
             warnings.warn(
-                f"One epoch draws {per_epoch} replay rows from a replay pool of {self.replay_pool_size} upstream examples: "
-                f"each is replayed about {per_epoch / self.replay_pool_size:.1f} times per epoch. Give more upstream "
+                f"One epoch draws {drawn} replay rows from a replay pool of {self.replay_pool_size} upstream examples: "
+                f"each is replayed about {drawn / self.replay_pool_size:.1f} times per epoch. Give more upstream "
                 f"examples, lower replay_ratio ({self.args.replay_ratio:g}) or replay_heldout_size "
                 f"({self.args.replay_heldout_size}).", stacklevel=3)
 
