@@ -148,3 +148,19 @@ def test_the_new_rows_protocol_leaves_each_rows_task_out_and_compares_with_both_
                      "--predictors", "additive", "mf"]) == 0
     out = capsys.readouterr().out
     assert "| x0.2 | 3 |" in out and "MFPredictor RMSE (x probe mean)" in out and "column-mean top-10%" in out
+
+
+def test_on_the_shipped_strength_shift_rows_every_default_predictor_beats_the_probe_mean():
+    """Real rows (benchmarks/data): 4 tasks at x0.25, x1, x4 and LoRA, fitted on the shipped demo matrix."""
+    from pathlib import Path
+
+    from hf_forgetting.completion.evaluation import evaluate_on_new_rows
+
+    root = Path(__file__).resolve().parents[1]
+    matrix = ForgettingMatrix.load(root / "spaces" / "forgetting-explorer" / "data" / "smollm2-135m-instruct-demo")
+    new_rows = ForgettingMatrix.load(root / "benchmarks" / "data" / "smollm2-135m-instruct-strength-shift")
+    assert set(new_rows.metadata["row_strengths"]) == {"x0.25", "x1", "x4", "lora"}
+    result = evaluate_on_new_rows([MFPredictor, KNNPredictor, AdditivePredictor], matrix, new_rows, k=K, seeds=range(10))
+    for strength, group in result["groups"].items():
+        for name in ("MFPredictor", "KNNPredictor", "AdditivePredictor"):
+            assert group[name]["rmse"] < 0.95 * group["probe_mean_rmse"], (strength, name, group)
