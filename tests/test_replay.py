@@ -303,19 +303,26 @@ def test_mir_in_training_replays_the_most_forgotten_fresh_candidates(tiny_tokeni
     assert replay_tokens(trainer, trainer.trained_replay_rows()) == trained_replay_tokens(trainer, batches, upstream)
 
 
-def test_online_probes_without_a_scored_token_are_left_out_of_the_fold_in(tiny_tokenizer, tmp_path):
+def test_online_probes_without_a_finite_nll_are_left_out_of_the_fold_in(tiny_tokenizer, tmp_path):
+    """Half the probes score NaN (as a diverged model's would): the switch completes the row from the others."""
     from hf_forgetting import ForgettingMatrix, MFPredictor
 
-    texts = stdlib_corpus()
-    upstream = Dataset.from_list([{"example_id": f"doc/{i}", "text": "x" if i % 2 else texts[i][:200]} for i in range(20)])
+    upstream = upstream_dataset()
     ids = upstream["example_id"]
     predictor = MFPredictor(rank=2).fit(ForgettingMatrix(np.random.default_rng(1).normal(size=(5, 20)), [f"t{i}" for i in range(5)], ids))
     args = config(tmp_path, max_steps=4, replay_strategy="online", online_num_probe=8, online_warmup_fraction=0.5)
     trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=args, train_dataset=task_dataset(),
                             processing_class=tiny_tokenizer, replay_dataset=upstream, replay_predictor=predictor)
-    with pytest.warns(UserWarning, match="of 8 online probes have no token to score"):
+    score = trainer.score_replay_rows
+    trainer.score_replay_rows = lambda rows: np.where(np.asarray(rows) % 2 == 1, np.nan, score(rows))
+    folded = []
+    predict = predictor.predict
+    predictor.predict = lambda known_ids, values: folded.append(list(known_ids)) or predict(known_ids, values)
+    with pytest.warns(UserWarning, match="of 8 online probes have no finite NLL under the base model"):
         trainer.train()
     assert len(trainer.replay_sampler.switches) == 2 and np.isfinite(trainer.replay_sampler.switches[1][2]).all()
+    odd = {trainer.replay_ids[r] for r in range(1, trainer.replay_pool_size, 2)}
+    assert len(folded) == 1 and folded[0] and not set(folded[0]) & odd  # only the probes with a finite value
 
 
 def test_predicted_scores_from_a_predictor(tiny_tokenizer, tmp_path):

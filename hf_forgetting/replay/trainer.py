@@ -390,8 +390,8 @@ class _AdaptiveReplayCallback(TrainerCallback):
             self.base_scores = trainer.score_replay_rows(self.probe_rows)  # before any update: the base model
             unscored = [trainer.replay_ids[r] for r, v in zip(self.probe_rows, self.base_scores) if not np.isfinite(v)]
             if unscored:
-                warnings.warn(f"{len(unscored)} of {len(self.probe_rows)} online probes have no token to score "
-                              f"(e.g. {unscored[:3]}); the row will be completed from the others", stacklevel=2)
+                warnings.warn(f"{len(unscored)} of {len(self.probe_rows)} online probes have no finite NLL under the base "
+                              f"model (e.g. {unscored[:3]}); the row will be completed from the others", stacklevel=2)
         else:  # MIR compares candidates with their base-model NLL: measure the whole pool once
             self.base_scores = trainer.score_replay_rows(range(trainer.replay_pool_size))
 
