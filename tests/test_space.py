@@ -340,9 +340,10 @@ def test_in_a_real_browser(space, tmp_path):
         page.locator("#summary").get_by_text("predicted forgotten").wait_for(state="detached", timeout=30_000)
         browser.close()
     assert cells[0] == "1" and cells[1].count("/") >= 2, f"rank 1 and an example id in the first row: {cells}"
-    assert float(cells[2]) > 0 and len(cells[3]) > 20, f"a positive prediction and the example's text: {cells}"
+    assert float(cells[2]) > 0 and len(cells[4]) > 20, f"a positive prediction and the example's text: {cells}"
+    assert cells[3].startswith("[") and cells[3].count(",") == 1, f"the prediction's 95% interval: {cells}"
     assert all(legends), f"legends of both plots: {legends}"
-    assert header_lines == [1, 1, 1, 1], f"every header on one line: {header_lines}"
+    assert header_lines == [1, 1, 1, 1, 1], f"every header on one line: {header_lines}"
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("SPACE_SCREENSHOT"):
         shutil.copy(screenshot, os.environ["SPACE_SCREENSHOT"])
