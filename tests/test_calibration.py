@@ -164,3 +164,20 @@ def test_on_the_shipped_strength_shift_rows_every_default_predictor_beats_the_pr
     for strength, group in result["groups"].items():
         for name in ("MFPredictor", "KNNPredictor", "AdditivePredictor"):
             assert group[name]["rmse"] < 0.95 * group["probe_mean_rmse"], (strength, name, group)
+
+
+@pytest.mark.parametrize("make", [MFPredictor, KNNPredictor, AdditivePredictor], ids=lambda make: make.__name__)
+def test_the_uncalibrated_row_holds_the_loading_at_one_and_is_not_anchored(make):
+    """What replay orders by: the row at the matrix's strength, against a naive fold-in with the loading fixed."""
+    rng = np.random.default_rng(7)
+    matrix, new_rows = strength_matrix(rng)
+    predictor = make().fit(matrix)
+    known = rng.choice(N, K, replace=False)
+    ids, weak = [matrix.example_ids[j] for j in known], 0.2 * new_rows[0][known]
+    uncalibrated = predictor.predict(ids, weak, calibrated=False)
+    calibrated = predictor.predict(ids, weak)
+    assert np.std(uncalibrated) > 2 * np.std(calibrated)  # the matrix's strength, not the weak row's
+    if make is AdditivePredictor:  # mu + offset + b_j with the offset's ridge, by hand
+        residual = weak - predictor.mu - predictor.example_bias[known]
+        offset = residual.sum() / (K + predictor.reg)
+        np.testing.assert_allclose(uncalibrated, predictor.mu + offset + predictor.example_bias, atol=1e-6)

@@ -317,7 +317,7 @@ def test_online_probes_without_a_finite_nll_are_left_out_of_the_fold_in(tiny_tok
     trainer.score_replay_rows = lambda rows: np.where(np.asarray(rows) % 2 == 1, np.nan, score(rows))
     folded = []
     predict = predictor.predict
-    predictor.predict = lambda known_ids, values: folded.append(list(known_ids)) or predict(known_ids, values)
+    predictor.predict = lambda known_ids, values, **kwargs: folded.append(list(known_ids)) or predict(known_ids, values, **kwargs)
     with pytest.warns(UserWarning, match="of 8 online probes have no finite NLL under the base model"):
         trainer.train()
     assert len(trainer.replay_sampler.switches) == 2 and np.isfinite(trainer.replay_sampler.switches[1][2]).all()
@@ -336,7 +336,7 @@ def test_predicted_scores_from_a_predictor(tiny_tokenizer, tmp_path):
     trainer = ReplayTrainer(model=build_model(len(tiny_tokenizer)), args=config(tmp_path, replay_selection="max"),
                             train_dataset=task_dataset(), processing_class=tiny_tokenizer, replay_dataset=upstream,
                             replay_predictor=predictor, replay_known=(ids[:5], [0.3, -0.1, 0.0, 0.2, 0.1]))
-    row = predictor.predict(ids[:5], [0.3, -0.1, 0.0, 0.2, 0.1])
+    row = predictor.predict(ids[:5], [0.3, -0.1, 0.0, 0.2, 0.1], calibrated=False)  # replay orders by the uncalibrated row
     first = next(i for i in trainer.replay_sampler if i >= 32) - 32
     assert row[ids.index(trainer.replay_ids[first])] == max(row[ids.index(i)] for i in trainer.replay_ids)  # (ties: any of them)
 

@@ -35,16 +35,17 @@ class AdditivePredictor(ForgettingPredictor):
     def _design(self, columns: np.ndarray) -> np.ndarray:
         return np.stack([np.ones(len(columns)), self.example_bias[columns]], axis=1)
 
-    def task_fit(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def task_fit(self, columns: np.ndarray, values: np.ndarray, loading_prior: float | None = None) -> np.ndarray:
         """``[b_i, loading]`` of a new task: its offset (ridge) and its loading on the example effects (toward 1)."""
-        return fold_in_with_loading(self._design(columns), values - self.mu, self.reg, self.loading_prior)
+        prior = self.loading_prior if loading_prior is None else loading_prior
+        return fold_in_with_loading(self._design(columns), values - self.mu, self.reg, prior)
 
     def task_offset(self, columns: np.ndarray, values: np.ndarray) -> float:
         """The new task's offset b_i."""
         return float(self.task_fit(columns, values)[0])
 
-    def _fold_in(self, columns, values):
-        offset, loading = self.task_fit(columns, values)
+    def _fold_in(self, columns, values, loading_prior=None):
+        offset, loading = self.task_fit(columns, values, loading_prior)
         return self.mu + offset + loading * self.example_bias
 
     def _arrays(self):

@@ -26,7 +26,7 @@ from ..files import atomic_write, atomic_write_text
 from ..format.matrix import HEADER_FILE as MATRIX_HEADER_FILE
 from ..format.predictor import CONFIG_FILE, WEIGHTS_FILE, PredictorHeader, finite_number, read_arrays, write_arrays
 from ..matrix import ForgettingMatrix
-from .calibration import CompletedRow, anchor_to_probes
+from .calibration import PINNED_LOADING, CompletedRow, anchor_to_probes
 
 # Forgetting is a difference of mean token NLLs (nats) or of exact match: no measurement comes near this.
 MAX_KNOWN_MAGNITUDE = 1e6
@@ -111,6 +111,7 @@ class ForgettingPredictor:
         task: str | None = None,
         model: str | None = None,
         task_inputs: Sequence[str] | None = None,
+        calibrated: bool = True,
     ) -> np.ndarray:
         """The predicted forgetting of every example for a new task measured on a few of them.
 
@@ -130,10 +131,20 @@ class ForgettingPredictor:
                 The base model or checkpoint the row belongs to (`TensorPredictor`); ignored by the others.
             task_inputs (`Sequence[str]`, *optional*):
                 A few inputs of the new task (`EmbeddingSimilarityPredictor`); ignored by the others.
+            calibrated (`bool`, *optional*, defaults to `True`):
+                `False`: the row at the matrix's strength (loading 1 on the example effects, not shrunk toward
+                the known entries): what replay orders examples by. Calibration fits a new row's values; a
+                loading fitted to probes measured early in a run (the online switch) weakens the example
+                effects in the ordering, and targeted replay measured better without it
+                (docs/replay-experiment.md).
 
         Returns:
             `np.ndarray` of float32 `[N]`, aligned with `example_ids`.
         """
+        if not calibrated:
+            columns, values = self.validate_known(known_example_ids, known_values)
+            fold_in = self._row_function(task=task, model=model, task_inputs=task_inputs, calibrated=False)
+            return np.asarray(fold_in(columns, values), dtype=np.float32)
         return self.complete_row(known_example_ids, known_values, task=task, model=model, task_inputs=task_inputs).values
 
     def complete_row(
@@ -152,8 +163,11 @@ class ForgettingPredictor:
         fold_in = self._row_function(task=task, model=model, task_inputs=task_inputs)
         return anchor_to_probes(fold_in, columns, values, anchored=self.anchors_to_probes)
 
-    def _row_function(self, *, task=None, model=None, task_inputs=None):
-        """``(columns, values) -> row`` for a new task with this side information (default: `_fold_in`)."""
+    def _row_function(self, *, task=None, model=None, task_inputs=None, calibrated=True):
+        """``(columns, values) -> row`` for a new task with this side information (default: `_fold_in`, with the
+        new task's loading on the example effects held at 1 when not ``calibrated``, for the predictors that fit one)."""
+        if not calibrated and hasattr(self, "loading_prior"):
+            return lambda columns, values: self._fold_in(columns, values, loading_prior=PINNED_LOADING)
         return self._fold_in
 
     def column_indices(self, example_ids: Sequence[str]) -> np.ndarray:

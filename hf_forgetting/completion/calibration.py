@@ -26,6 +26,7 @@ import numpy as np
 MIN_PROBES_TO_ANCHOR = 4
 Z_95 = 1.959964
 MIN_LOADING_PRIOR, MAX_LOADING_PRIOR = 0.5, 5.0  # pseudo-entries
+PINNED_LOADING = 1e12  # a prior this strong holds the loading at 1: the matrix's own strength
 
 
 @dataclass

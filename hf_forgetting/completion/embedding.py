@@ -67,7 +67,7 @@ class EmbeddingSimilarityPredictor(ForgettingPredictor):
         self._similarity_cache = {}
         return self
 
-    def _row_function(self, *, task=None, model=None, task_inputs=None):
+    def _row_function(self, *, task=None, model=None, task_inputs=None, calibrated=True):
         """The new task's row from its known entries and a few of its inputs (see `ForgettingPredictor.predict`)."""
         if not task_inputs and task is not None and self._sources:
             task_inputs = self._reloaded_inputs(task)

@@ -46,15 +46,16 @@ class KNNPredictor(ForgettingPredictor):
         self._observed = (~np.isnan(self.residuals)).astype(np.float64)
         self._filled = np.nan_to_num(self.residuals)
 
-    def _fold_in(self, columns, values):
+    def _fold_in(self, columns, values, loading_prior=None):
+        prior = self.loading_prior if loading_prior is None else loading_prior
         design = np.stack([np.ones(len(columns)), self.example_bias[columns]], axis=1)
-        offset, loading = fold_in_with_loading(design, values - self.mu, self.reg, self.loading_prior)
+        offset, loading = fold_in_with_loading(design, values - self.mu, self.reg, prior)
         # neighbours are compared in the known tasks' units: a weaker fine-tune's residuals are smaller too
         residual = (values - self.mu - offset - loading * self.example_bias[columns]) / max(loading, 0.05)
         predicted_residual = self._neighbour_residuals(columns, residual)
         # the new row as offset + loading * example effect + loading * neighbours' residual, both loadings toward 1
         design = np.stack([np.ones(len(columns)), self.example_bias[columns], predicted_residual[columns]], axis=1)
-        offset, loading, residual_loading = fold_in_with_loading(design, values - self.mu, self.reg, self.loading_prior, (1, 2))
+        offset, loading, residual_loading = fold_in_with_loading(design, values - self.mu, self.reg, prior, (1, 2))
         return self.mu + offset + loading * self.example_bias + residual_loading * predicted_residual
 
     def _neighbour_residuals(self, columns: np.ndarray, residual: np.ndarray) -> np.ndarray:

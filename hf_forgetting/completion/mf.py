@@ -90,18 +90,19 @@ class MFPredictor(BiasedFactorsPredictor):
         """``[1, b_j, q_j]`` of examples ``columns``: the new task's offset, loading and factors act on these."""
         return np.hstack([np.ones((len(columns), 1)), self.example_bias[columns, None], self.example_factors[columns]])
 
-    def task_fit(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def task_fit(self, columns: np.ndarray, values: np.ndarray, loading_prior: float | None = None) -> np.ndarray:
         """``[c, loading, p_i]`` of a new task from its known entries: the row is ``mu + c + loading * b_j + p_i . q_j``
         (ridge on ``c`` and ``p_i``, ``loading`` shrunk toward 1 by the prior fitted on the matrix)."""
-        return fold_in_with_loading(self._design(columns), values - self.mu, self.reg, self.loading_prior)
+        prior = self.loading_prior if loading_prior is None else loading_prior
+        return fold_in_with_loading(self._design(columns), values - self.mu, self.reg, prior)
 
     def task_parameters(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``[b_i, p_i]`` of a new task, comparable with the known tasks' ``[task_bias, task_factors]``."""
         parameters = self.task_fit(columns, values)
         return np.concatenate([parameters[:1], parameters[2:]])
 
-    def _fold_in(self, columns, values):
-        return self.mu + self._design(np.arange(len(self.example_bias))) @ self.task_fit(columns, values)
+    def _fold_in(self, columns, values, loading_prior=None):
+        return self.mu + self._design(np.arange(len(self.example_bias))) @ self.task_fit(columns, values, loading_prior)
 
     def _state(self):
         return {**super()._state(), "loading_prior": self.loading_prior}

@@ -82,7 +82,7 @@ class TensorPredictor(ForgettingPredictor):
         b = self.task_factors[self.task_names.index(task)] if task in self.task_names else self.task_factors.mean(0)
         return a * b
 
-    def _row_function(self, *, task=None, model=None, task_inputs=None):
+    def _row_function(self, *, task=None, model=None, task_inputs=None, calibrated=True):
         """The row of (`model`, `task`) from its known entries and, where known, the other slices."""
         prior = self.prior(model, task)
         return lambda columns, values: self._fold_in(columns, values, prior)

@@ -131,7 +131,7 @@ class ReplayTrainer(SFTTrainer):
             return None
         if replay_scores is None and predictor is not None and known is not None:
             self._check_predictor_covers(predictor)
-            row = predictor.predict(*known)
+            row = predictor.predict(*known, calibrated=False)  # replay needs the ordering, not the values
             replay_scores = row[predictor.column_indices(self._all_replay_ids)]
         if replay_scores is None:
             raise ValueError(
@@ -419,6 +419,6 @@ class _AdaptiveReplayCallback(TrainerCallback):
                           "non-finite loss): replay stays random", stacklevel=2)
             return
         known_ids = [trainer.replay_ids[r] for r in self.probe_rows[measured]]
-        row = trainer.replay_predictor.predict(known_ids, forgetting[measured])
+        row = trainer.replay_predictor.predict(known_ids, forgetting[measured], calibrated=False)
         columns = trainer.replay_predictor.column_indices(trainer.replay_ids)
         trainer.replay_sampler.set_scores(trainer.sampling_scores(row[columns]))
