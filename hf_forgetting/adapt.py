@@ -8,7 +8,8 @@ matrix's columns, plus optionally more passages of the same sources) until their
 saves the result as a base checkpoint that collection and replay recipes name.
 
 The output folder is a cache: ``adapt.json`` records the settings before training starts, a finished
-folder of the same settings is reused, a killed run resumes from its last checkpoint, and a folder of
+folder of the same settings is reused once its saved files match the sizes and checksums recorded
+with them, a killed run resumes from its last checkpoint, and a folder of
 other (or unrecorded) settings is refused.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 from datasets import concatenate_datasets
 
 from .data.arguments import UpstreamArguments
-from .files import atomic_write_text
+from .files import atomic_write_text, file_inventory, inventory_problem
 from .modeling import load_model_and_tokenizer, peft_config
 from .run_settings import check_training_settings, in_native_precision, result_settings
 from .scoring import score_examples
@@ -68,10 +69,14 @@ def adapt_base_model(args: AdaptArguments, training_args, model_args) -> dict:
     settings = _settings(args, training_args, model_args)
     report_path = output_dir / ADAPT_FILE
     if report_path.exists():
-        report = json.loads(report_path.read_text())
+        report = _read_report(report_path)
         if report.get("settings") != settings:
             raise ValueError(f"{output_dir} holds a model adapted with other settings; use a new output_dir or delete it")
         if "nll_after" in report:
+            problem = inventory_problem(output_dir, report.get("files") or {}) if report.get("files") else "no file list"
+            if problem:
+                raise ValueError(f"{output_dir} is a finished adaptation whose saved model cannot be reused ({problem}); "
+                                 f"delete {report_path} to adapt again")
             print(f"Reusing the adapted model in {output_dir}")
             return report
     elif output_dir.exists() and any(output_dir.iterdir()):
@@ -97,6 +102,7 @@ def adapt_base_model(args: AdaptArguments, training_args, model_args) -> dict:
         "settings": settings, "train_loss": float(result.training_loss), "steps": int(result.global_step),
         "trained_passages": len(train_set), "unseen_passages": len(check_set),
         "nll_before": before, "nll_after": after, "curve": _curve(trainer.state.log_history), **rows.counts(),
+        "files": file_inventory(output_dir, _saved_files(output_dir)),
     }
     atomic_write_text(report_path, json.dumps(report, indent=2))
     print(f"Adapted {model_args.model_name_or_path} on {len(train_set)} upstream passages: mean NLL of the trained "
@@ -105,6 +111,23 @@ def adapt_base_model(args: AdaptArguments, training_args, model_args) -> dict:
     for point in report["curve"]:
         print("  " + ", ".join(f"{name} {value:.3f}" if name != "epoch" else f"epoch {value:.2f}" for name, value in point.items()))
     return report
+
+
+def _read_report(path: Path) -> dict:
+    """The adapt.json of a folder, or a one-line error naming it."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable adapt record ({error}); delete it to adapt again") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path}: not a readable adapt record (a JSON {type(report).__name__}, not an object); "
+                         "delete it to adapt again")
+    return report
+
+
+def _saved_files(output_dir: Path) -> list[str]:
+    """The files of the saved model and tokenizer at the top of `output_dir` (checkpoints and the record aside)."""
+    return sorted(path.name for path in output_dir.iterdir() if path.is_file() and path.name != ADAPT_FILE)
 
 
 def _passages(args: AdaptArguments):

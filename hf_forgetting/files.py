@@ -53,3 +53,26 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_inventory(folder: str | os.PathLike, names: list[str]) -> dict[str, dict]:
+    """``{name: {"size": bytes, "sha256": digest}}`` of the files ``names`` of ``folder``, recorded when a cached
+    output is finished so that its reuse can check it (:func:`inventory_problem`)."""
+    folder = Path(folder)
+    return {name: {"size": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)} for name in names}
+
+
+def inventory_problem(folder: str | os.PathLike, inventory: dict) -> str | None:
+    """What is wrong with ``folder`` against the ``inventory`` recorded when it was written (a missing, resized
+    or changed file), or None when every file is as written."""
+    folder = Path(folder)
+    for name, recorded in sorted(inventory.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != recorded["size"]:
+            return f"{path} has {size} bytes, {recorded['size']} when it was written"
+        if sha256_of(path) != recorded["sha256"]:
+            return f"{path} has changed since it was written (sha256 differs)"
+    return None

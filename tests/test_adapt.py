@@ -62,3 +62,32 @@ def test_a_folder_of_unrecorded_or_other_settings_is_refused(tiny_checkpoint, tm
     (tmp_path / "adapted" / "adapt.json").write_text(json.dumps({"settings": {"adapt": "other"}}))
     with pytest.raises(ValueError, match="other settings"):
         adapt_base_model(args, training, model)
+
+
+def test_a_finished_adaptation_whose_model_was_damaged_is_not_reused(tiny_checkpoint, tmp_path):
+    args, training, model = _configs(tmp_path, tiny_checkpoint, num_train_epochs=1, save_strategy="no", eval_strategy="no")
+    adapt_base_model(args, training, model)
+    folder = tmp_path / "adapted"
+    weights = folder / "model.safetensors"
+    content = weights.read_bytes()
+    weights.write_bytes(content[: len(content) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"model\.safetensors has \d+ bytes, \d+ when it was written"):
+        adapt_base_model(args, training, model)
+    weights.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))  # same size, other content
+    with pytest.raises(ValueError, match="model.safetensors has changed since it was written"):
+        adapt_base_model(args, training, model)
+    weights.unlink()
+    with pytest.raises(ValueError, match="model.safetensors is missing"):
+        adapt_base_model(args, training, model)
+    weights.write_bytes(content)
+    assert adapt_base_model(args, training, model)["steps"] > 0  # restored: reused
+
+
+@pytest.mark.parametrize("record", ["{not json", "[1, 2]", b"\xff\xfe"])
+def test_a_damaged_adapt_record_is_an_error_naming_it(tiny_checkpoint, tmp_path, record):
+    args, training, model = _configs(tmp_path, tiny_checkpoint, num_train_epochs=1)
+    path = tmp_path / "adapted" / "adapt.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(record if isinstance(record, bytes) else record.encode())
+    with pytest.raises(ValueError, match=r"adapt\.json: not a readable adapt record"):
+        adapt_base_model(args, training, model)
