@@ -44,7 +44,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install lint
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs
 
 test-fast: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not integration and not slow"

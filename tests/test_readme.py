@@ -72,6 +72,7 @@ def test_the_readme_analyse_commands_run_as_written(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.needs_source("bigbench")
 def test_the_readme_python_blocks_run_as_written(tmp_path):
     """Every Python block, in order, as one script: the quick start on the embedded model (a plain TRL
     fine-tune, `measure_forgetting`, `ReplayTrainer`), scoring, analysis, the Hub, the monitor, replay."""

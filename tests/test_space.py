@@ -288,6 +288,7 @@ def test_table_from_the_ui_with_blank_rows(space):
 
 
 @pytest.mark.integration
+@pytest.mark.needs_source("bigbench")
 def test_embedded_default_shows_texts_and_zero_shot_estimate(space):
     client = space["client"]
     table, note = client.predict("embedded", "", api_name="/example_measurements")
