@@ -173,8 +173,10 @@ class WorkspaceCache:
     A workspace is opened outside the cache's lock, so a slow Hub download for one client does not
     hold up the others; concurrent requests for the same sources wait for one opening."""
 
-    def __init__(self, size: int = 4, embedded_dirs: Sequence[Path] = (), folders: Mapping[str, Path] | None = None):
+    def __init__(self, size: int = 4, embedded_dirs: Sequence[Path] = (), folders: Mapping[str, Path] | None = None,
+                 max_bytes: int = 2 * 2**30):
         self.size, self.embedded_dirs, self.folders = size, list(embedded_dirs), dict(folders or {})
+        self.max_bytes = max_bytes  # the matrices held, all together; the one just opened is always kept
         self._items: OrderedDict[tuple[str, str], Workspace] = OrderedDict()
         self._opening: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -197,9 +199,14 @@ class WorkspaceCache:
                     self._opening.pop(key, None)
             with self._lock:
                 self._items[key] = workspace
-                while len(self._items) > self.size:
+                while len(self._items) > 1 and (len(self._items) > self.size or self.held_bytes > self.max_bytes):
                     self._items.popitem(last=False)
             return workspace
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the matrices' values held by the cache (the opened workspaces' largest part)."""
+        return sum(workspace.matrix.values.nbytes for workspace in self._items.values())
 
     def _open(self, key: tuple[str, str]) -> Workspace:
         matrix = resolve_matrix(key[0], self.embedded_dirs, self.folders)
@@ -341,11 +348,14 @@ def prediction_csv_text(workspace: Workspace, prediction: Prediction) -> str:
 
 class CsvFiles:
     """The CSV files the Space hands out, in one folder it owns: named by content (a repeated query
-    writes nothing new) and only the `keep` newest kept, so that disk use stays bounded however many
-    requests come (the web framework serves its own copy of each)."""
+    writes nothing new) and only the newest kept, at most `keep` files and `max_bytes` in all (the newest
+    is always kept), so that disk use stays bounded however many requests come and however wide the
+    matrix (the web framework serves its own copy of each, removed by its own age limit)."""
 
-    def __init__(self, folder: str | Path, keep: int = 64):
-        self.folder, self.keep = Path(folder), keep
+    def __init__(self, folder: str | Path, keep: int = 64, max_bytes: int = 256 * 2**20):
+        if keep < 1 or max_bytes < 1:
+            raise ValueError(f"CsvFiles needs keep >= 1 and max_bytes >= 1; got {keep} and {max_bytes}")
+        self.folder, self.keep, self.max_bytes = Path(folder), keep, max_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
@@ -356,11 +366,14 @@ class CsvFiles:
         path = self.folder / digest / name
         with self._lock:
             atomic_write_text(path, text)
-            folders = sorted((f for f in self.folder.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime, reverse=True)
-            for old in folders[self.keep:]:
-                for file in old.iterdir():
-                    file.unlink(missing_ok=True)
-                old.rmdir()
+            folders = sorted((f for f in self.folder.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime_ns, reverse=True)
+            total = 0
+            for number, folder in enumerate(folders):
+                total += sum(file.stat().st_size for file in folder.iterdir())
+                if number > 0 and (number >= self.keep or total > self.max_bytes):
+                    for file in folder.iterdir():
+                        file.unlink(missing_ok=True)
+                    folder.rmdir()
         return path
 
 

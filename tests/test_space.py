@@ -241,6 +241,39 @@ def test_every_input_has_a_size_cap_and_leaves_no_file_behind(space, tmp_path):
     assert len(list((tmp_path / "answers").iterdir())) == 3
 
 
+def test_the_csv_answers_stay_within_their_disk_budget(tmp_path):
+    from hf_forgetting import explorer
+
+    files = explorer.CsvFiles(tmp_path / "answers", keep=100, max_bytes=10_000)
+    wide = [files.write("example_id,forgetting\n" + f"ex/{i},0.{i}\n" * 400) for i in range(6)]  # ~3.6 kB each
+    kept = [path for path in wide if path.exists()]
+    assert kept == wide[-2:]  # the newest that fit in 10 kB
+    assert sum(path.stat().st_size for path in (tmp_path / "answers").glob("*/*.csv")) <= 10_000
+    huge = files.write("example_id,forgetting\n" + "ex/1,0.5\n" * 5000)  # over the budget alone: still handed out
+    assert huge.exists() and [p for p in (tmp_path / "answers").glob("*/*.csv")] == [huge]
+    with pytest.raises(ValueError, match="max_bytes >= 1"):
+        explorer.CsvFiles(tmp_path / "other", max_bytes=0)
+
+
+def test_the_workspace_cache_holds_matrices_within_its_memory_budget(tmp_path):
+    """Synthetic matrices (unit test of the cache): three of 2 x 1000 float32 (8 kB each) and a budget of 20 kB."""
+    from hf_forgetting import explorer
+
+    rng = np.random.default_rng(0)
+    folders = {}
+    for name in ("a", "b", "c"):
+        ForgettingMatrix(rng.normal(size=(2, 1000)).astype(np.float32), task_ids=["t0", "t1"],
+                         example_ids=[f"ex/{j}" for j in range(1000)]).save(tmp_path / name)
+        folders[name] = tmp_path / name
+    cache = explorer.WorkspaceCache(size=10, folders=folders, max_bytes=20_000)
+    for name in ("a", "b", "c"):
+        cache.get(name)
+        assert cache.held_bytes <= 20_000
+    assert cache.get("c") is cache.get("c") and cache.held_bytes == 16_000  # "a" was let go, "b" and "c" are held
+    alone = explorer.WorkspaceCache(folders=folders, max_bytes=1)
+    assert alone.get("a").matrix.shape == (2, 1000) and alone.held_bytes == 8_000  # the newest is always kept
+
+
 def test_unreachable_hub_is_explained(space, monkeypatch):
     import huggingface_hub.constants
 
