@@ -171,6 +171,22 @@ def test_duplicate_tasks_in_two_contributions_are_detected_on_load(hub, repo_id)
     _assert_same_matrix(ForgettingMatrix.from_hub(repo_id, on_duplicate="first"), matrix)
 
 
+def test_contributions_pushed_within_one_second_load_oldest_first(hub, repo_id, monkeypatch):
+    import datetime
+
+    from hf_forgetting.hub import matrix_repo
+
+    second = datetime.datetime(2026, 12, 7, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    bob_row, alice_row = synthetic_matrix(["sst2"], seed=0), synthetic_matrix(["squad"], seed=1)
+    alice_row = ForgettingMatrix(alice_row.values, ["squad"], bob_row.example_ids, metadata=bob_row.metadata)
+    monkeypatch.setattr(matrix_repo, "_utc_now", lambda: second.replace(microsecond=200))
+    bob_row.push_to_hub(repo_id, token=BOB)  # first, although "bob" sorts after "alice"
+    monkeypatch.setattr(matrix_repo, "_utc_now", lambda: second.replace(microsecond=900))
+    alice_row.push_to_hub(repo_id, token=ALICE)
+    assert ForgettingMatrix.from_hub(repo_id).task_ids == ["sst2", "squad"]
+    assert [name.split("-")[0] for name in _row_files(repo_id)] == ["rows/20261207T120000000200Z", "rows/20261207T120000000900Z"]
+
+
 # -- faults during push ----------------------------------------------------------------------------
 
 

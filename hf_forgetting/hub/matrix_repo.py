@@ -9,9 +9,9 @@ deletes a data file. Rows are merged on load, oldest file first.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -222,13 +222,18 @@ def _operations(files: dict[str, Path]) -> list:
 def _write_row_file(rows: Sequence[TaskRow], example_ids, contributor: str, metadata: dict, folder: Path) -> Path:
     # Each contribution carries its own collection settings: the header keeps only the first one's.
     shared = {key: metadata[key] for key in ("base_model", "base_model_revision", "upstream_dataset", "settings") if key in metadata}
-    shared["pushed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = _utc_now()
+    shared["pushed_at"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     stamped = [TaskRow(row.task_id, row.values, contributor, {**shared, **_own_provenance(row.provenance)}) for row in rows]
     staging = folder / "rows.parquet"
     pq.write_table(rows_table(stamped, example_ids), staging)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")  # to the microsecond: files load oldest first, also within a second
     safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in contributor)
     return staging.rename(folder / f"{stamp}-{safe_name}-{sha256_of(staging)[:10]}.parquet")
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _own_provenance(provenance: dict) -> dict:
