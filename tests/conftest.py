@@ -217,3 +217,12 @@ def configs(data_files, checkpoint, output_dir, **overrides):
         seed=0, logging_steps=1, disable_tqdm=True, max_length=64,
     )
     return args, training, ModelConfig(model_name_or_path=str(checkpoint))
+
+
+def invalid_utf8_strings(*values: bytes):
+    """A parquet string column holding bytes that are not UTF-8, as a damaged or hand-made file can (pyarrow's
+    own constructors refuse them, so the buffers are put together by hand)."""
+    import pyarrow
+
+    raw = pyarrow.array(list(values), type=pyarrow.binary())
+    return pyarrow.Array.from_buffers(pyarrow.string(), len(raw), raw.buffers())

@@ -295,6 +295,17 @@ def test_rows_of_the_wrong_length_are_refused(hub, pushed):
         ForgettingMatrix.from_hub(repo_id)
 
 
+def test_a_task_id_that_is_not_utf8_is_refused_naming_the_repo_and_file(hub, pushed):
+    from conftest import invalid_utf8_strings
+
+    repo_id, matrix = pushed
+    table = _row_table("mbpp", np.zeros(40, np.float32), example_ids_sha256(matrix.example_ids))
+    table = table.set_column(table.schema.get_field_index("task_id"), "task_id", invalid_utf8_strings(b"mb\xc3("))
+    hub.put_file("dataset", repo_id, "rows/bad-text.parquet", _parquet_bytes(table))
+    with pytest.raises(HubRepoError, match=rf"{repo_id}.*rows/bad-text.parquet: column 'task_id' is not valid UTF-8 text"):
+        ForgettingMatrix.from_hub(repo_id)
+
+
 def test_rows_over_another_example_list_are_refused(hub, pushed):
     repo_id, _ = pushed
     hub.put_file("dataset", repo_id, "rows/other.parquet", _parquet_bytes(_row_table("mbpp", np.zeros(40), "0" * 64)))

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import invalid_utf8_strings
 
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.matrix import ForgettingMatrixError
@@ -155,6 +156,14 @@ def test_load_errors_name_the_file_and_problem(matrix, tmp_path):
     pq.write_table(duplicated, tmp_path / "examples.parquet")
     with pytest.raises(ForgettingMatrixError, match=r"examples.parquet: example_ids must be unique"):
         ForgettingMatrix.load(tmp_path)
+
+
+def test_ids_that_are_not_utf8_are_an_error_naming_the_file_and_column(matrix, tmp_path):
+    matrix.save(tmp_path / "m")
+    ids = [i.encode() for i in matrix.example_ids]
+    pq.write_table(pa.table({"example_id": invalid_utf8_strings(b"\xff\xfe", *ids[1:])}), tmp_path / "m" / "examples.parquet")
+    with pytest.raises(ForgettingMatrixError, match=r"examples\.parquet: column 'example_id' is not valid UTF-8 text"):
+        ForgettingMatrix.load(tmp_path / "m")
 
 
 def test_from_dataset_errors(matrix):

@@ -163,6 +163,7 @@ def examples_table(example_ids: Sequence[str]) -> pa.Table:
 def read_examples(table: pa.Table, header: MatrixHeader, where: str) -> list[str]:
     """The example ids of ``examples.parquet``, checked against the header."""
     check_schema(table.schema, EXAMPLES_SCHEMA, where)
+    check_text(table, where)
     column = table.column("example_id")
     if len(column) != header.num_examples:
         raise ForgettingMatrixError(f"{where}: holds {len(column)} example ids; {HEADER_FILE} declares {header.num_examples}")
@@ -182,6 +183,17 @@ def check_schema(found: pa.Schema, expected: pa.Schema, where: str) -> None:
         wanted = ", ".join(f"{f.name}: {f.type}" for f in expected)
         got = ", ".join(f"{f.name}: {f.type}" for f in found)
         raise ForgettingMatrixError(f"{where}: has columns ({got}); expected ({wanted})")
+
+
+def check_text(table: pa.Table, where: str) -> None:
+    """Refuse string columns that are not valid UTF-8 (a hand-made or damaged file), naming the file and column,
+    before any is decoded."""
+    for name in table.column_names:
+        if pa.types.is_string(table.schema.field(name).type):
+            try:
+                table.column(name).validate(full=True)
+            except pa.ArrowInvalid as error:
+                raise ForgettingMatrixError(f"{where}: column {name!r} is not valid UTF-8 text ({error})") from None
 
 
 # -- task rows ------------------------------------------------------------------------------------
@@ -224,6 +236,7 @@ def read_rows_and_values(table: pa.Table, header: MatrixHeader, where: str) -> t
     would cost 20x the values in memory on a paper-sized matrix."""
     legacy = [f.name for f in table.schema] == LEGACY_VALUES_SCHEMA.names
     check_schema(table.schema, LEGACY_VALUES_SCHEMA if legacy else ROWS_SCHEMA, where)
+    check_text(table, where)
     task_ids = table.column("task_id").to_pylist()
     column = table.column("forgetting").combine_chunks()
     lengths = column.value_lengths().to_numpy(zero_copy_only=False)  # NaN where a row's list is null
