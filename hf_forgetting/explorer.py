@@ -57,8 +57,9 @@ class Workspace:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def map_model(self) -> BiasedFactorsPredictor:
-        """A factor model of the known tasks, for placing a new task among them."""
-        if isinstance(self.predictor, BiasedFactorsPredictor):
+        """A factor model of the known tasks, for placing a new task among them: the predictor when it holds one
+        position per task of the matrix, else MF fitted here (a predictor may have been fitted on fewer tasks)."""
+        if isinstance(self.predictor, BiasedFactorsPredictor) and len(self.predictor.known_task_positions()) == len(self.matrix.task_ids):
             return self.predictor
         with self._lock:
             if self._map is None:

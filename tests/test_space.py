@@ -9,6 +9,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def load_space_module():
     spec = importlib.util.spec_from_file_location("forgetting_explorer_app", SPACE_DIR / "app.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import does: gradio looks up the file of the app's component classes
     spec.loader.exec_module(module)
     return module
 
@@ -168,12 +170,30 @@ def test_values_the_predictor_refuses_and_huge_ids_are_explained_in_a_few_hundre
     cases = [
         ({"headers": ["example_id", "value"], "data": [*good, ["ex/9", 1e300]]}, 5, "|value| <= 1e+06"),
         ({"headers": ["example_id", "value"], "data": [*good, ["x" * 1_000_000, 0.1]]}, 5, "not in this matrix"),
+        ({"headers": ["example_id", "value"], "data": good}, "abc", "Top-N must be a whole number; got 'abc'"),
+        ({"headers": ["example_id", "value"], "data": good}, 2.5, "Top-N must be a whole number; got '2.5'"),
     ]
     for table, top_n, message in cases:
         with pytest.raises(Exception) as error:
             space["client"].predict(space["folder"], "", table, None, top_n, api_name="/predict")
         assert message in str(error.value) and "the app has raised an exception" not in str(error.value)
         assert len(str(error.value)) < 1000
+
+
+def test_a_predictor_fitted_on_fewer_tasks_than_the_matrix_still_answers(space, tmp_path):
+    """The task map then places the new task with MF fitted on the matrix (the predictor has no position for
+    every task); the prediction is the given predictor's."""
+    from hf_forgetting import explorer
+
+    matrix = space["matrix"]
+    MFPredictor(rank=2).fit(ForgettingMatrix(matrix.values[:4], matrix.task_ids[:4], matrix.example_ids)).save_pretrained(tmp_path / "p")
+    cache = explorer.WorkspaceCache(folders={"m": Path(space["path"]), "p": tmp_path / "p"})
+    workspace = cache.get("m", "p")
+    ids, values = _measured(matrix)
+    prediction = explorer.predict_from_measurements(workspace, ids, values)
+    frame = explorer.task_map_frame(workspace, prediction)
+    assert len(frame) == len(matrix.task_ids) + 1 and workspace.map_model() is not workspace.predictor
+    np.testing.assert_allclose(prediction.values, workspace.predictor.predict(ids, values), atol=1e-6)
 
 
 def test_bad_csv_and_bad_sources_are_explained_and_the_server_keeps_serving(space, tmp_path, hub, capfd):

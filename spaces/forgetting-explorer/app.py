@@ -45,6 +45,22 @@ def _refused(error: Exception) -> gr.Error:
 
 
 
+class TopN(gr.Number):
+    """A whole number typed in the browser or sent through the API; anything else (e.g. "abc", inf) is told to the
+    person in one line, where a plain `gr.Number` fails in gradio's preprocessing with its generic error."""
+
+    is_template = True  # drawn by the browser as the gr.Number it is
+
+    def preprocess(self, payload):
+        try:
+            value = float(payload) if payload is not None else None
+            if value is not None and not value.is_integer():
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise _refused(ValueError(f"Top-N must be a whole number; got {str(payload)[:50]!r}")) from None
+        return super().preprocess(value)
+
+
 def _workspace(matrix_source: str, predictor_source: str) -> explorer.Workspace:
     try:
         return WORKSPACES.get(matrix_source, predictor_source)
@@ -154,7 +170,7 @@ def build_app() -> gr.Blocks:
             open_button = gr.Button("Open matrix")
         with gr.Accordion("The matrix and its low-rank report", open=False):
             matrix_info = gr.Markdown(elem_id="matrix-info")
-        top_n = gr.Number(value=20, precision=0, label="Top-N most forgotten to list")
+        top_n = TopN(value=20, precision=0, label="Top-N most forgotten to list")
         with gr.Tab("Measured examples (best)") as measured_tab:
             measurements = gr.Dataframe(
                 headers=["example_id", "value"], datatype=["str", "number"], row_count=5, column_count=2,
