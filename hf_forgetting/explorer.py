@@ -327,6 +327,19 @@ def _encoder(encoder=None):
 # -- describing a prediction ----------------------------------------------------------------------
 
 
+def top_n_count(value) -> int:
+    """The number of most-forgotten examples to list, from what a person typed or an API call sent (empty: 20)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 20
+    try:
+        number = float(value)
+        if not number.is_integer() or not 1 <= number <= MAX_TOP_N:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ExplorerInputError(f"Top-N must be a whole number from 1 to {MAX_TOP_N}; got {str(value)[:50]!r}") from None
+    return int(number)
+
+
 def top_forgotten(workspace: Workspace, prediction: Prediction, n: int = 20) -> list[list]:
     """``[rank, example_id, predicted, 95% interval, text]`` of the n examples predicted to be forgotten most."""
     order = np.argsort(-prediction.values, kind="stable")[: min(max(1, int(n)), MAX_TOP_N)]

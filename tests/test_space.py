@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import source_refusal
 from gradio_client import Client, handle_file  # the [space] extra: a missing install fails here, not skips
 
 from hf_forgetting import ForgettingMatrix, MFPredictor
@@ -170,8 +171,8 @@ def test_values_the_predictor_refuses_and_huge_ids_are_explained_in_a_few_hundre
     cases = [
         ({"headers": ["example_id", "value"], "data": [*good, ["ex/9", 1e300]]}, 5, "|value| <= 1e+06"),
         ({"headers": ["example_id", "value"], "data": [*good, ["x" * 1_000_000, 0.1]]}, 5, "not in this matrix"),
-        ({"headers": ["example_id", "value"], "data": good}, "abc", "Top-N must be a whole number; got 'abc'"),
-        ({"headers": ["example_id", "value"], "data": good}, 2.5, "Top-N must be a whole number; got '2.5'"),
+        ({"headers": ["example_id", "value"], "data": good}, "abc", "Top-N must be a whole number from 1 to"),
+        ({"headers": ["example_id", "value"], "data": good}, 2.5, "got '2.5'"),
     ]
     for table, top_n, message in cases:
         with pytest.raises(Exception) as error:
@@ -388,13 +389,18 @@ def test_in_a_real_browser(space, tmp_path):
             " while ((n = w.nextNode())) { if (!n.textContent.trim()) continue; const r = document.createRange();"
             " r.selectNodeContents(n); most = Math.max(most, new Set([...r.getClientRects()].map(x => Math.round(x.top))).size); }"
             " return most; })")
+        summary_text = page.locator("#summary").inner_text()
         screenshot = tmp_path / "forgetting-explorer.png"
         page.screenshot(path=str(screenshot), full_page=True)
         page.get_by_role("tab", name="Zero-shot from task inputs (weaker)").click()  # a new input: the old answer goes
         page.locator("#summary").get_by_text("predicted forgotten").wait_for(state="detached", timeout=30_000)
         browser.close()
     assert cells[0] == "1" and cells[1].count("/") >= 2, f"rank 1 and an example id in the first row: {cells}"
-    assert float(cells[2]) > 0 and len(cells[4]) > 20, f"a positive prediction and the example's text: {cells}"
+    assert float(cells[2]) > 0, f"a positive prediction: {cells}"
+    if source_refusal("bigbench") is None:
+        assert len(cells[4]) > 20, f"the example's text: {cells}"
+    else:  # the passages' texts cannot be fetched: the page says so instead of showing them
+        assert cells[4] == "" and "Upstream texts unavailable" in summary_text, (cells, summary_text[-400:])
     assert cells[3].startswith("[") and cells[3].count(",") == 1, f"the prediction's 95% interval: {cells}"
     assert all(legends), f"legends of both plots: {legends}"
     assert header_lines == [1, 1, 1, 1, 1], f"every header on one line: {header_lines}"

@@ -45,22 +45,6 @@ def _refused(error: Exception) -> gr.Error:
 
 
 
-class TopN(gr.Number):
-    """A whole number typed in the browser or sent through the API; anything else (e.g. "abc", inf) is told to the
-    person in one line, where a plain `gr.Number` fails in gradio's preprocessing with its generic error."""
-
-    is_template = True  # drawn by the browser as the gr.Number it is
-
-    def preprocess(self, payload):
-        try:
-            value = float(payload) if payload is not None else None
-            if value is not None and not value.is_integer():
-                raise ValueError
-        except (TypeError, ValueError, OverflowError):
-            raise _refused(ValueError(f"Top-N must be a whole number; got {str(payload)[:50]!r}")) from None
-        return super().preprocess(value)
-
-
 def _workspace(matrix_source: str, predictor_source: str) -> explorer.Workspace:
     try:
         return WORKSPACES.get(matrix_source, predictor_source)
@@ -93,7 +77,7 @@ def predict(matrix_source: str, predictor_source: str, measurements, measurement
         else:
             rows = _table_rows(measurements)
         ids, values = explorer.parse_measurements(rows, workspace)
-        return _describe(workspace, explorer.predict_from_measurements(workspace, ids, values), int(top_n or 20))
+        return _describe(workspace, explorer.predict_from_measurements(workspace, ids, values), explorer.top_n_count(top_n))
     except (ExplorerInputError, ValueError) as error:  # ValueError: measurements the predictor refuses
         raise _refused(error) from None
 
@@ -105,7 +89,7 @@ def predict_zero_shot(matrix_source: str, predictor_source: str, task_inputs: st
         if not workspace.zero_shot_ready():
             progress(None, desc="Loading the sentence encoder and encoding the known tasks' inputs (first zero-shot query only)")
         prediction = explorer.predict_zero_shot(workspace, (task_inputs or "").splitlines())
-        return _describe(workspace, prediction, int(top_n or 20))
+        return _describe(workspace, prediction, explorer.top_n_count(top_n))
     except (ExplorerInputError, ValueError) as error:
         raise _refused(error) from None
 
@@ -170,7 +154,9 @@ def build_app() -> gr.Blocks:
             open_button = gr.Button("Open matrix")
         with gr.Accordion("The matrix and its low-rank report", open=False):
             matrix_info = gr.Markdown(elem_id="matrix-info")
-        top_n = TopN(value=20, precision=0, label="Top-N most forgotten to list")
+        # a dropdown that takes typed values: its text reaches explorer.top_n_count, which words any refusal
+        # (a Number would fail on "abc" in gradio's own preprocessing, with its generic error)
+        top_n = gr.Dropdown(choices=[10, 20, 50, 100], value=20, allow_custom_value=True, label="Top-N most forgotten to list")
         with gr.Tab("Measured examples (best)") as measured_tab:
             measurements = gr.Dataframe(
                 headers=["example_id", "value"], datatype=["str", "number"], row_count=5, column_count=2,
