@@ -25,6 +25,7 @@ _LAZY = {
     "TensorPredictor": ".completion",
     "evaluate_predictor": ".completion",
     "ForgettingMonitorCallback": ".monitor",
+    "interpolate_weights": ".interpolation",
     "MeasureArguments": ".measure",
     "measure_forgetting": ".measure",
     "ReplayConfig": ".replay",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from .completion import (
         evaluate_predictor as evaluate_predictor,
     )
+    from .interpolation import interpolate_weights as interpolate_weights
     from .matrix import ForgettingMatrix as ForgettingMatrix
     from .measure import MeasureArguments as MeasureArguments
     from .measure import measure_forgetting as measure_forgetting
