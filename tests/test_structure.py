@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_forgetting"
 # shows the same map.
 LAYERS = [
     ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing", "run_settings"]),
-    ("numerics", ["fits", "stats", "scoring", "completion", "analysis", "plots", "embeddings", "training_data", "stage_times"]),
+    ("numerics", ["fits", "stats", "scoring", "completion", "analysis", "plots", "embeddings", "training_data", "stage_times", "interpolation"]),
     ("orchestration", ["collect", "replay", "explorer", "training_guard", "label_positions_loss", "adapt", "monitor", "measure"]),
     ("entry points", ["cli", "__main__", ""]),
 ]
