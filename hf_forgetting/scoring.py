@@ -279,11 +279,25 @@ def score_examples(
         `np.ndarray` of float32 `[len(dataset)]`.
     """
     encoded = tokenize_many_for_scoring(dataset, tokenizer, max_length, text_field)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return score_encoded(model, encoded, pad_id, batch_size, max_tokens_per_batch, chunk_size, show_progress)
+
+
+def score_encoded(
+    model,
+    encoded: Sequence[tuple[list[int], list[bool]]],
+    pad_id: int = 0,
+    batch_size: int = 16,
+    max_tokens_per_batch: int | None = None,
+    chunk_size: int = 1024,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """:func:`score_examples` of rows already tokenised: ``(token ids, scored mask)`` each, where token ``p`` is
+    scored when ``mask[p]`` (``p >= 1``), e.g. a training row's ``labels != -100``. NaN for a row with none."""
     lengths = [len(ids) for ids, _ in encoded]
     state = PartialState()
     batches = _length_batches(lengths, batch_size, max_tokens_per_batch)[state.process_index :: state.num_processes]
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     was_training = model.training
     model.eval()

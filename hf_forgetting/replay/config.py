@@ -13,6 +13,7 @@ from ..run_settings import check_training_settings, trains_in_emulated_bf16
 REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "online", "masked")
 REPLAY_SELECTIONS = ("sample", "max")
 REPLAY_WEIGHTINGS = ("token", "sequence")
+TASK_WEIGHTINGS = ("none", "flow")
 
 
 @dataclass
@@ -56,6 +57,13 @@ class ReplayConfig(SFTConfig):
             `max_length`. Set it to the length the forgetting is measured on (the collection's
             `score_max_length`) to replay what is measured and no more: long passages then stop padding every
             batch of short task rows to `max_length`.
+        task_weighting (`str`, *optional*, defaults to `"none"`):
+            `"flow"`: each task example's loss is multiplied by `exp(-L / tau)`, `L` the base model's mean token loss
+            on it, measured once before training (FLOW, Sanyal et al., ICML 2025): the examples the base already
+            predicts well weigh most, which limits forgetting without any upstream data. Replay rows keep weight 1.
+            Needs `loss_type="nll"` and no label smoothing.
+        task_weighting_temperature (`float` or `None`, *optional*):
+            `tau` of `"flow"`; defaults to the median of the base losses, as the authors set it.
         online_warmup_fraction (`float`, *optional*, defaults to `0.1`):
             Share of the training steps run with random replay before the online switch.
         online_num_probe (`int`, *optional*, defaults to `30`):
@@ -95,6 +103,14 @@ class ReplayConfig(SFTConfig):
     replay_max_length: int | None = field(
         default=None, metadata={"help": "Tokens kept of each replayed upstream example (default: max_length)."}
     )
+    task_weighting: str = field(
+        default="none",
+        metadata={"help": "none, or flow: task examples weighted exp(-L / tau) by the base model's loss L (FLOW).",
+                  "choices": list(TASK_WEIGHTINGS)},
+    )
+    task_weighting_temperature: float | None = field(
+        default=None, metadata={"help": "tau of flow (default: the median base loss of the task examples)."}
+    )
     online_warmup_fraction: float = field(
         default=0.1, metadata={"help": "Share of steps with random replay before the online switch."}
     )
@@ -130,11 +146,18 @@ class ReplayConfig(SFTConfig):
         for name in ("online_num_probe", "mir_candidates", "mir_refresh_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.replay_loss_weighting == "sequence" and (self.label_smoothing_factor or self.loss_type != "nll"):
-            raise ValueError(
-                "replay_loss_weighting='sequence' re-weights the per-token NLL; it needs loss_type='nll' and no "
-                f"label smoothing (got loss_type={self.loss_type!r}, label_smoothing_factor={self.label_smoothing_factor})"
-            )
+        if self.task_weighting not in TASK_WEIGHTINGS:
+            raise ValueError(f"task_weighting must be one of {TASK_WEIGHTINGS}; got {self.task_weighting!r}")
+        temperature = self.task_weighting_temperature
+        if temperature is not None and (not temperature > 0 or not math.isfinite(temperature)):
+            raise ValueError(f"task_weighting_temperature must be a finite number > 0; got {temperature}")
+        for name, weighted in (("replay_loss_weighting='sequence'", self.replay_loss_weighting == "sequence"),
+                               ("task_weighting='flow'", self.task_weighting == "flow")):
+            if weighted and (self.label_smoothing_factor or self.loss_type != "nll"):
+                raise ValueError(
+                    f"{name} re-weights the per-token NLL; it needs loss_type='nll' and no label smoothing "
+                    f"(got loss_type={self.loss_type!r}, label_smoothing_factor={self.label_smoothing_factor})"
+                )
         if self.packing and self.replay_strategy != "none":
             raise ValueError(
                 "packing=True cannot be combined with replay: packed sequences merge task and replay examples, so the "

@@ -27,12 +27,14 @@ from trl import SFTTrainer
 
 from ..completion.base import MAX_KNOWN_MAGNITUDE
 from ..files import atomic_write_text
-from ..scoring import score_examples, tokenize_many_for_scoring
+from ..scoring import score_encoded, score_examples, tokenize_many_for_scoring
 from ..training_guard import ParameterUpdateGuard
 from .config import ReplayConfig
 from .schedule import ReplaySampler, standardized
+from .task_weighting import flow_weights
 
 REPLAY_STATE_FILE = "replay_state.json"
+SEQUENCE_WEIGHT = "sequence_weight"  # the column of a row's loss weight (task weighting)
 
 
 def heldout_rows(num_examples: int, size: int, seed: int) -> list[int]:
@@ -75,15 +77,24 @@ class ReplayTrainer(SFTTrainer):
             raise TypeError("ReplayTrainer needs args=ReplayConfig(...) (an SFTConfig with replay settings)")
         super().__init__(*args, **kwargs)
         self.add_callback(ParameterUpdateGuard())
-        if args_.replay_loss_weighting == "sequence" and self.compute_loss_func is not None:
-            raise ValueError("replay_loss_weighting='sequence' weights TRL's own loss; it cannot be combined with compute_loss_func")
+        if (args_.replay_loss_weighting == "sequence" or args_.task_weighting == "flow") and self.compute_loss_func is not None:
+            raise ValueError("replay_loss_weighting='sequence' and task_weighting='flow' weight TRL's own loss; they cannot be "
+                             "combined with compute_loss_func")
         self._sequences_in_batch: int | None = None
         self.replay_sampler: ReplaySampler | None = None
         self._adaptive: _AdaptiveReplayCallback | None = None
         self.heldout_ids: list[str] = []
         self.replay_ids: list[str] = []
-        if args_.replay_strategy == "none":
-            return
+        self.task_weights: np.ndarray | None = None
+        if args_.replay_strategy != "none":
+            self._set_up_replay(replay_dataset, replay_scores, replay_predictor, replay_known)
+        if args_.task_weighting == "flow":
+            self._attach_flow_weights()
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _set_up_replay(self, replay_dataset, replay_scores, replay_predictor, replay_known) -> None:
+        args_ = self.args
         if replay_dataset is None or len(replay_dataset) < 2:
             raise ValueError(f"replay_strategy={args_.replay_strategy!r} needs a replay_dataset with at least 2 examples")
         self._replay_source = replay_dataset
@@ -105,7 +116,27 @@ class ReplayTrainer(SFTTrainer):
             self.add_callback(self._adaptive)
         self.add_callback(_ReplayStateCallback(self))
 
-    # -- set-up ---------------------------------------------------------------------------------
+    def _attach_flow_weights(self) -> None:
+        """FLOW: each task row's weight from the model's loss on it now, before any update (the base model; a
+        PEFT adapter starts as the identity), as a `sequence_weight` column (replay rows: 1) the loss reads."""
+        rows = self.train_dataset
+        num_task = self._num_task_rows if self.replay_sampler is not None else len(rows)
+        task = rows.select(range(num_task))
+        labels = task["labels"] if "labels" in task.column_names else [None] * num_task
+        encoded = [(list(ids), [True] * len(ids) if row_labels is None else [label != -100 for label in row_labels])
+                   for ids, row_labels in zip(task["input_ids"], labels)]
+        pad_id = self.processing_class.pad_token_id if getattr(self.processing_class, "pad_token_id", None) is not None else 0
+        model = self.accelerator.unwrap_model(self.model)
+        losses = score_encoded(model, encoded, pad_id, batch_size=self.args.per_device_eval_batch_size, show_progress=False)
+        self.task_weights = flow_weights(losses, self.args.task_weighting_temperature)
+        weights = np.concatenate([self.task_weights, np.ones(len(rows) - num_task)])
+        self.train_dataset = rows.add_column(SEQUENCE_WEIGHT, weights.tolist())
+        self.data_collator = _SequenceWeightCollator(self.data_collator)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if SEQUENCE_WEIGHT not in self._signature_columns:  # Trainer drops the columns the model does not take
+            self._signature_columns = [*self._signature_columns, SEQUENCE_WEIGHT]
 
     def _split_heldout(self, replay_dataset: Dataset) -> None:
         ids = (
@@ -277,18 +308,27 @@ class ReplayTrainer(SFTTrainer):
         sequence's mean token NLL (over the whole accumulated batch of every process). The forward,
         the chunked loss, the metrics and gradient accumulation stay TRL's.
         """
-        if self.args.replay_loss_weighting == "token":
+        weights = inputs.pop(SEQUENCE_WEIGHT, None)
+        if self.args.replay_loss_weighting == "token" and weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        handle = model.register_forward_hook(self._sequence_weighting_hook(num_items_in_batch))
+        handle = model.register_forward_hook(self._sequence_weighting_hook(num_items_in_batch, weights))
         try:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             handle.remove()
 
-    def _sequence_weighting_hook(self, num_items_in_batch):
+    def _sequence_weighting_hook(self, num_items_in_batch, row_weights: torch.Tensor | None = None):
+        """Scales TRL's per-token log-probabilities: by `row_weights` (FLOW's, one per sequence) and, with
+        `replay_loss_weighting="sequence"`, so that each sequence weighs the same."""
+
         def scale_log_probs(module, args, output):
             log_probs = getattr(output, "log_probs", None)
             if log_probs is None:  # not TRL's fused forward (e.g. the logits TRL recomputes for metrics)
+                return output
+            if row_weights is not None:
+                log_probs = log_probs * row_weights.to(device=log_probs.device, dtype=log_probs.dtype)[:, None]
+            if self.args.replay_loss_weighting == "token":
+                output.log_probs = log_probs
                 return output
             mask = output.label_mask
             per_sequence = mask.sum(-1, keepdim=True)
@@ -333,6 +373,20 @@ class ReplayTrainer(SFTTrainer):
             model, self.processing_class, self.replay_examples(rows), max_length=self.replay_max_length,
             batch_size=self.args.per_device_eval_batch_size, show_progress=False,
         )
+
+
+class _SequenceWeightCollator:
+    """The trainer's collator, with each row's `sequence_weight` (when rows carry one) as a float tensor of the batch."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        weights = [example.pop(SEQUENCE_WEIGHT) for example in examples] if examples and SEQUENCE_WEIGHT in examples[0] else None
+        batch = self.collator(examples)
+        if weights is not None:
+            batch[SEQUENCE_WEIGHT] = torch.tensor(weights, dtype=torch.float32)
+        return batch
 
 
 def _check_replay_texts(dataset: Dataset, rows: Sequence[int]) -> None:
