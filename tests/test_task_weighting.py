@@ -54,7 +54,7 @@ def test_flow_weights_every_task_row_by_the_base_loss_and_the_loss_uses_them(tin
         loss = trainer.compute_loss(model, dict(batch))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
     seen, hook = [], trainer._sequence_weighting_hook
-    trainer._sequence_weighting_hook = lambda items, row_weights=None: seen.append(row_weights) or hook(items, row_weights)
+    trainer._sequence_weighting_hook = lambda items, row_weights=None, *rest: seen.append(row_weights) or hook(items, row_weights, *rest)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer.train()  # the weights reach training through the dataloader, not dropped with the unused columns
     column = np.array(rows["sequence_weight"])

@@ -14,6 +14,7 @@ REPLAY_STRATEGIES = ("none", "random", "predicted", "ground_truth", "mir", "onli
 REPLAY_SELECTIONS = ("sample", "max")
 REPLAY_WEIGHTINGS = ("token", "sequence")
 TASK_WEIGHTINGS = ("none", "flow")
+REPLAY_LOSSES = ("nll", "kl")
 
 
 @dataclass
@@ -57,6 +58,13 @@ class ReplayConfig(SFTConfig):
             `max_length`. Set it to the length the forgetting is measured on (the collection's
             `score_max_length`) to replay what is measured and no more: long passages then stop padding every
             batch of short task rows to `max_length`.
+        replay_loss (`str`, *optional*, defaults to `"nll"`):
+            `"nll"`: replay rows are trained on their text; `"kl"`: to keep the base model's next-token distribution
+            (logit replay: KL(base || model) over the base's `replay_kl_top_k` likeliest tokens and the rest, at every
+            position that would be trained; the base's part computed once per replay row before training). Each
+            replay token's KL takes the place, and the weight, its NLL would have.
+        replay_kl_top_k (`int`, *optional*, defaults to `32`):
+            Tokens of the base's distribution kept per position for `replay_loss="kl"` (8 bytes each).
         task_weighting (`str`, *optional*, defaults to `"none"`):
             `"flow"`: each task example's loss is multiplied by `exp(-L / tau)`, `L` the base model's mean token loss
             on it, measured once before training (FLOW, Sanyal et al., ICML 2025): the examples the base already
@@ -103,6 +111,12 @@ class ReplayConfig(SFTConfig):
     replay_max_length: int | None = field(
         default=None, metadata={"help": "Tokens kept of each replayed upstream example (default: max_length)."}
     )
+    replay_loss: str = field(
+        default="nll",
+        metadata={"help": "nll (train replay rows on their text) or kl (to the base model's next-token distribution).",
+                  "choices": list(REPLAY_LOSSES)},
+    )
+    replay_kl_top_k: int = field(default=32, metadata={"help": "Base-model tokens kept per position for replay_loss=kl."})
     task_weighting: str = field(
         default="none",
         metadata={"help": "none, or flow: task examples weighted exp(-L / tau) by the base model's loss L (FLOW).",
@@ -146,13 +160,20 @@ class ReplayConfig(SFTConfig):
         for name in ("online_num_probe", "mir_candidates", "mir_refresh_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.replay_loss not in REPLAY_LOSSES:
+            raise ValueError(f"replay_loss must be one of {REPLAY_LOSSES}; got {self.replay_loss!r}")
+        if self.replay_loss == "kl" and self.replay_strategy == "none":
+            raise ValueError("replay_loss='kl' is the loss of replay rows; replay_strategy='none' replays none")
+        if self.replay_kl_top_k < 1:
+            raise ValueError(f"replay_kl_top_k must be >= 1; got {self.replay_kl_top_k}")
         if self.task_weighting not in TASK_WEIGHTINGS:
             raise ValueError(f"task_weighting must be one of {TASK_WEIGHTINGS}; got {self.task_weighting!r}")
         temperature = self.task_weighting_temperature
         if temperature is not None and (not temperature > 0 or not math.isfinite(temperature)):
             raise ValueError(f"task_weighting_temperature must be a finite number > 0; got {temperature}")
         for name, weighted in (("replay_loss_weighting='sequence'", self.replay_loss_weighting == "sequence"),
-                               ("task_weighting='flow'", self.task_weighting == "flow")):
+                               ("task_weighting='flow'", self.task_weighting == "flow"),
+                               ("replay_loss='kl'", self.replay_loss == "kl")):
             if weighted and (self.label_smoothing_factor or self.loss_type != "nll"):
                 raise ValueError(
                     f"{name} re-weights the per-token NLL; it needs loss_type='nll' and no label smoothing "

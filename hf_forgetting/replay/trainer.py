@@ -30,11 +30,14 @@ from ..files import atomic_write_text
 from ..scoring import score_encoded, score_examples, tokenize_many_for_scoring
 from ..training_guard import ParameterUpdateGuard
 from .config import ReplayConfig
+from .distillation import base_distributions, coarse_kl
 from .schedule import ReplaySampler, standardized
 from .task_weighting import flow_weights
 
 REPLAY_STATE_FILE = "replay_state.json"
 SEQUENCE_WEIGHT = "sequence_weight"  # the column of a row's loss weight (task weighting)
+REPLAY_ROW = "replay_row"  # the column of a row's index among the replay rows (-1: a task row), for replay_loss="kl"
+BATCH_COLUMNS = (SEQUENCE_WEIGHT, REPLAY_ROW)
 
 
 def heldout_rows(num_examples: int, size: int, seed: int) -> list[int]:
@@ -131,12 +134,18 @@ class ReplayTrainer(SFTTrainer):
         self.task_weights = flow_weights(losses, self.args.task_weighting_temperature)
         weights = np.concatenate([self.task_weights, np.ones(len(rows) - num_task)])
         self.train_dataset = rows.add_column(SEQUENCE_WEIGHT, weights.tolist())
-        self.data_collator = _SequenceWeightCollator(self.data_collator)
+        self._add_batch_column(SEQUENCE_WEIGHT, torch.float32)
+
+    def _add_batch_column(self, name: str, dtype: torch.dtype) -> None:
+        """Carry dataset column `name` into each batch as a tensor (the loss reads it; the model never sees it)."""
+        if not isinstance(self.data_collator, _ExtraColumnsCollator):
+            self.data_collator = _ExtraColumnsCollator(self.data_collator)
+        self.data_collator.columns[name] = dtype
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if SEQUENCE_WEIGHT not in self._signature_columns:  # Trainer drops the columns the model does not take
-            self._signature_columns = [*self._signature_columns, SEQUENCE_WEIGHT]
+        extra = [name for name in BATCH_COLUMNS if name not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *extra]  # Trainer drops the columns the model does not take
 
     def _split_heldout(self, replay_dataset: Dataset) -> None:
         ids = (
@@ -207,6 +216,13 @@ class ReplayTrainer(SFTTrainer):
             rows["labels"].append([t if m and not masked else -100 for t, m in zip(ids, mask)])
         replay_rows = Dataset.from_dict(rows, features=task_rows.select_columns(["input_ids", "labels"]).features)
         self.train_dataset = concatenate_datasets([task_rows.select_columns(["input_ids", "labels"]), replay_rows])
+        if self.args.replay_loss == "kl":  # the base's distributions now, before any update
+            trained = [(ids, [m and not masked for m in mask]) for ids, mask in encoded]
+            pad_id = self.processing_class.pad_token_id if getattr(self.processing_class, "pad_token_id", None) is not None else 0
+            self._base_targets = base_distributions(self.accelerator.unwrap_model(self.model), trained, self.args.replay_kl_top_k,
+                                                    pad_id, self.args.per_device_eval_batch_size)
+            self.train_dataset = self.train_dataset.add_column(REPLAY_ROW, [-1] * self._num_task_rows + list(range(len(encoded))))
+            self._add_batch_column(REPLAY_ROW, torch.long)
 
     # -- Trainer hooks --------------------------------------------------------------------------
 
@@ -309,17 +325,55 @@ class ReplayTrainer(SFTTrainer):
         the chunked loss, the metrics and gradient accumulation stay TRL's.
         """
         weights = inputs.pop(SEQUENCE_WEIGHT, None)
+        replay_row = inputs.pop(REPLAY_ROW, None)
+        if replay_row is not None and not return_outputs and bool((replay_row >= 0).any()):
+            return self._loss_with_kl_replay(model, inputs, replay_row, weights, num_items_in_batch)
+        return self._text_loss(model, inputs, return_outputs, num_items_in_batch, weights)
+
+    def _text_loss(self, model, inputs, return_outputs, num_items_in_batch, weights, sequences=None):
+        """TRL's loss, its per-token log-probabilities scaled by the row weights and the sequence weighting."""
         if self.args.replay_loss_weighting == "token" and weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        handle = model.register_forward_hook(self._sequence_weighting_hook(num_items_in_batch, weights))
+        handle = model.register_forward_hook(self._sequence_weighting_hook(num_items_in_batch, weights, sequences))
         try:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             handle.remove()
 
-    def _sequence_weighting_hook(self, num_items_in_batch, row_weights: torch.Tensor | None = None):
+    def _loss_with_kl_replay(self, model, inputs, replay_row, weights, num_items_in_batch):
+        """`replay_loss="kl"`: the task rows' text loss plus the replay rows' KL to the base, each replay token's KL
+        weighted and normalised as its NLL would have been (the same `num_items_in_batch`)."""
+        replay = replay_row >= 0
+        labels = inputs["labels"][:, 1:]
+        accumulated = num_items_in_batch is not None and self._sequences_in_batch is not None
+        tokens = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
+        sequences = self._sequences_in_batch if accumulated else int((labels != -100).any(-1).sum())
+        loss = torch.zeros((), device=labels.device)
+        if (~replay).any():
+            task = {name: value[~replay] if torch.is_tensor(value) and value.shape[:1] == replay.shape else value
+                    for name, value in inputs.items()}
+            loss = self._text_loss(model, task, False, tokens, None if weights is None else weights[~replay], sequences)
+        rows = replay.nonzero().flatten()
+        logits = model(input_ids=inputs["input_ids"][rows], attention_mask=inputs["attention_mask"][rows], use_cache=False).logits[:, :-1]
+        trained = labels[rows] != -100
+        targets = [self._base_targets[int(r)] for r in replay_row[rows]]
+        indices = torch.cat([t[0] for t in targets]).to(logits.device)
+        base_log_probs = torch.cat([t[1] for t in targets]).to(logits.device)
+        if indices.shape[0] != int(trained.sum()):
+            raise RuntimeError("replay rows in the batch differ from those whose base distributions were computed")
+        token_kl = coarse_kl(logits[trained], indices, base_log_probs)
+        if self.args.replay_loss_weighting == "sequence":
+            per_sequence = trained.sum(-1, keepdim=True).expand_as(trained)[trained]
+            token_kl = token_kl * (torch.as_tensor(tokens, dtype=token_kl.dtype) / (per_sequence * max(int(sequences), 1)))
+        replay_loss = token_kl.sum() / torch.as_tensor(tokens, device=token_kl.device).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # as TRL scales its loss
+            replay_loss = replay_loss * self.accelerator.num_processes
+        return loss + replay_loss
+
+    def _sequence_weighting_hook(self, num_items_in_batch, row_weights: torch.Tensor | None = None, sequences: int | None = None):
         """Scales TRL's per-token log-probabilities: by `row_weights` (FLOW's, one per sequence) and, with
-        `replay_loss_weighting="sequence"`, so that each sequence weighs the same."""
+        `replay_loss_weighting="sequence"`, so that each sequence weighs the same (of `sequences` in the batch, by
+        default those the accumulated batch counted, or this micro-batch's)."""
 
         def scale_log_probs(module, args, output):
             log_probs = getattr(output, "log_probs", None)
@@ -332,12 +386,14 @@ class ReplayTrainer(SFTTrainer):
                 return output
             mask = output.label_mask
             per_sequence = mask.sum(-1, keepdim=True)
-            if num_items_in_batch is None or self._sequences_in_batch is None:
-                tokens, sequences = mask.sum(), (per_sequence > 0).sum()  # this micro-batch alone
+            if sequences is not None:  # a part of the batch (the task rows beside KL-replayed rows)
+                tokens, count = num_items_in_batch, sequences
+            elif num_items_in_batch is None or self._sequences_in_batch is None:
+                tokens, count = mask.sum(), (per_sequence > 0).sum()  # this micro-batch alone
             else:
-                tokens, sequences = num_items_in_batch, self._sequences_in_batch
+                tokens, count = num_items_in_batch, self._sequences_in_batch
             weights = torch.as_tensor(tokens, dtype=log_probs.dtype, device=log_probs.device) / (
-                per_sequence.clamp(min=1).to(log_probs.dtype) * max(int(sequences), 1)
+                per_sequence.clamp(min=1).to(log_probs.dtype) * max(int(count), 1)
             )
             output.log_probs = log_probs * weights
             return output
@@ -375,17 +431,18 @@ class ReplayTrainer(SFTTrainer):
         )
 
 
-class _SequenceWeightCollator:
-    """The trainer's collator, with each row's `sequence_weight` (when rows carry one) as a float tensor of the batch."""
+class _ExtraColumnsCollator:
+    """The trainer's collator, with the rows' values of `columns` (those they carry) as tensors of the batch."""
 
     def __init__(self, collator):
-        self.collator = collator
+        self.collator, self.columns = collator, {}
 
     def __call__(self, examples):
-        weights = [example.pop(SEQUENCE_WEIGHT) for example in examples] if examples and SEQUENCE_WEIGHT in examples[0] else None
+        extra = {name: [example.pop(name) for example in examples]
+                 for name in self.columns if examples and name in examples[0]}
         batch = self.collator(examples)
-        if weights is not None:
-            batch[SEQUENCE_WEIGHT] = torch.tensor(weights, dtype=torch.float32)
+        for name, values in extra.items():
+            batch[name] = torch.tensor(values, dtype=self.columns[name])
         return batch
 
 
