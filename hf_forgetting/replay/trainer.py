@@ -128,9 +128,8 @@ class ReplayTrainer(SFTTrainer):
         labels = task["labels"] if "labels" in task.column_names else [None] * num_task
         encoded = [(list(ids), [True] * len(ids) if row_labels is None else [label != -100 for label in row_labels])
                    for ids, row_labels in zip(task["input_ids"], labels)]
-        pad_id = self.processing_class.pad_token_id if getattr(self.processing_class, "pad_token_id", None) is not None else 0
         model = self.accelerator.unwrap_model(self.model)
-        losses = score_encoded(model, encoded, pad_id, batch_size=self.args.per_device_eval_batch_size, show_progress=False)
+        losses = score_encoded(model, encoded, self._pad_id, batch_size=self.args.per_device_eval_batch_size, show_progress=False)
         self.task_weights = flow_weights(losses, self.args.task_weighting_temperature)
         weights = np.concatenate([self.task_weights, np.ones(len(rows) - num_task)])
         self.train_dataset = rows.add_column(SEQUENCE_WEIGHT, weights.tolist())
@@ -218,9 +217,8 @@ class ReplayTrainer(SFTTrainer):
         self.train_dataset = concatenate_datasets([task_rows.select_columns(["input_ids", "labels"]), replay_rows])
         if self.args.replay_loss == "kl":  # the base's distributions now, before any update
             trained = [(ids, [m and not masked for m in mask]) for ids, mask in encoded]
-            pad_id = self.processing_class.pad_token_id if getattr(self.processing_class, "pad_token_id", None) is not None else 0
             self._base_targets = base_distributions(self.accelerator.unwrap_model(self.model), trained, self.args.replay_kl_top_k,
-                                                    pad_id, self.args.per_device_eval_batch_size)
+                                                    self._pad_id, self.args.per_device_eval_batch_size)
             self.train_dataset = self.train_dataset.add_column(REPLAY_ROW, [-1] * self._num_task_rows + list(range(len(encoded))))
             self._add_batch_column(REPLAY_ROW, torch.long)
 
@@ -407,6 +405,12 @@ class ReplayTrainer(SFTTrainer):
         return standardized(scores)
 
     # -- the replay pool ----------------------------------------------------------------------------
+
+    @property
+    def _pad_id(self) -> int:
+        """The token that pads rows scored or distilled outside TRL's collator (the tokenizer's, else 0)."""
+        pad_id = getattr(self.processing_class, "pad_token_id", None)
+        return pad_id if pad_id is not None else 0
 
     @property
     def replay_pool_size(self) -> int:
