@@ -155,8 +155,8 @@ def _collect(argv: list[str]) -> int:
 def _collect_in_jobs(recipe: str, output_dir, jobs: int) -> None:
     """`collect` of ``recipe`` into ``output_dir`` as ``jobs`` processes side by side (``--array_index i
     --array_size jobs``), each with its share of the cores; the last to finish writes the matrix. A step
-    of a 135M model on 8 short rows does not keep two threads busy: on a 2-core CPU two one-thread jobs
-    collect 1.12x faster than one two-thread job (benchmarks/bench_collect_jobs.py).
+    of a small model on a few short rows does not keep two threads busy, so one-thread jobs side by side use
+    the cores better than one job with every thread (docs/benchmarks.md).
     Job 0 prints to this terminal, the others to ``<output_dir>/logs/collect-job-<i>.log``."""
     import os
     import subprocess

@@ -460,7 +460,7 @@ def matrix_markdown(workspace: Workspace) -> str:
         f"`{matrix.metric}`, base model `{matrix.metadata.get('base_model', '?')}`; predictor "
         f"`{type(workspace.predictor).__name__}`."
     )
-    # chance and hidden-entry R^2 cost ~0.6 s on the demo matrix: left to `hf-forgetting analyze`, off the request path
+    # the chance and hidden-entry R^2 refit the matrix many times: left to `hf-forgetting analyze`, off the request path
     report = low_rank_report(matrix, max_rank=min(9, min(matrix.shape)), null_seeds=0, heldout_folds=0)
     return header + "\n\n" + report_markdown(report, matrix)
 

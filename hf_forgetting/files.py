@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pyarrow (0.2 s to import) loads with the first parquet file written, not with `hf-forgetting --help`
+if TYPE_CHECKING:  # pyarrow is slow to import: it loads with the first parquet file written, not with `hf-forgetting --help`
     import pyarrow as pa
 
 

@@ -130,7 +130,7 @@ def cast_for_scoring(model, score_dtype: str):
     done training (its fp32 weights are not restored).
 
     ``float32`` scores the model as it was loaded (nothing is cast); ``bfloat16`` casts the weights to
-    bf16 (1.9x faster than fp32 on an AVX512-BF16 CPU in benchmarks/bench_precision.py), or leaves the
+    bf16 (faster where the device computes bf16 natively; docs/benchmarks.md), or leaves the
     model as it is, with a one-line notice, where the device has no native bf16.
     """
     if score_dtype not in SCORE_DTYPES:

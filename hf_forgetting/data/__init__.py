@@ -22,7 +22,7 @@ EMBEDDED_UPSTREAM = "embedded"
 EMBEDDED_TASKS = tuple(TASK_SOURCES)
 EXAMPLE_FORMATS = ({"prompt", "completion"}, {"messages"}, {"text"})
 
-if TYPE_CHECKING:  # `datasets` (0.7 s to import) loads with the first dataset, not with this module
+if TYPE_CHECKING:  # `datasets` is slow to import: it loads with the first dataset, not with this module
     from datasets import Dataset
 
 __all__ = ["EMBEDDED_TASKS", "EMBEDDED_UPSTREAM", "load_task", "load_upstream", "subsample"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def _parse_rds(raw: bytes):
-    import rdata  # with pandas and xarray, 0.6 s to import: only when R data is read
+    import rdata  # it brings pandas and xarray, slow to import: only when R data is read
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns that a headerless stream is "assumed RDS"
