@@ -195,7 +195,7 @@ def _head_path_matches_model(model, batch: dict, prefix: int = 64) -> bool:
     return bool(torch.allclose(projected, own, rtol=tolerance, atol=tolerance * scale))
 
 
-def _padded_batch(encoded: list[tuple[list[int], list[bool]]], pad_id: int, device: torch.device) -> dict:
+def padded_scoring_batch(encoded: list[tuple[list[int], list[bool]]], pad_id: int, device: torch.device) -> dict:
     """One batch on `device`: padded ``input_ids`` and ``attention_mask``, and the ``rows``,
     ``positions`` and ``targets`` of its scored tokens (hidden state p predicts token p + 1).
 
@@ -220,7 +220,7 @@ def _padded_batch(encoded: list[tuple[list[int], list[bool]]], pad_id: int, devi
 
 @torch.no_grad()
 def _batch_nll_sums(model, batch: dict, chunk_size: int, head_on_scored_positions: bool) -> torch.Tensor:
-    """Sum of the scored tokens' NLL per row of one `_padded_batch`, on its device."""
+    """Sum of the scored tokens' NLL per row of one `padded_scoring_batch`, on its device."""
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     rows, positions, targets = batch["rows"], batch["positions"], batch["targets"]
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=input_ids.device)
@@ -305,7 +305,7 @@ def score_encoded(
     head_on_scored_positions = logits_are_lm_head_of_hidden(model)
     try:
         for number, batch in enumerate(tqdm(batches, desc="scoring", disable=not (show_progress and state.is_main_process))):
-            padded = _padded_batch([encoded[i] for i in batch], pad_id, device)
+            padded = padded_scoring_batch([encoded[i] for i in batch], pad_id, device)
             if number == 0 and head_on_scored_positions and not _head_path_matches_model(model, padded):
                 warnings.warn(f"{type(model).__name__}: the model's logits are not lm_head(hidden states) (a scaling or "
                               "capping its config does not name?); scoring with the model's own forward", stacklevel=2)

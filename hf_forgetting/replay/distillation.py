@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..scoring import padded_scoring_batch
+
 
 @torch.no_grad()
 def base_distributions(
@@ -28,18 +30,12 @@ def base_distributions(
     try:
         for start in range(0, len(encoded), batch_size):
             rows = encoded[start : start + batch_size]
-            width = max(len(ids) for ids, _ in rows)
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for row, (ids, _) in enumerate(rows):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention_mask[row, : len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-            for row, (ids, mask) in enumerate(rows):
-                positions = torch.tensor([p - 1 for p in range(1, len(ids)) if mask[p]], dtype=torch.long)
-                log_probs = F.log_softmax(logits[row, positions.to(device)].float(), dim=-1)
-                top = log_probs.topk(min(top_k, log_probs.shape[-1] - 1), dim=-1)  # one token left for the rest
-                targets.append((top.indices.cpu(), top.values.cpu()))
+            batch = padded_scoring_batch(rows, pad_id, device)  # the scorer's positions: hidden p predicts token p + 1
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            log_probs = F.log_softmax(logits[batch["rows"], batch["positions"]].float(), dim=-1)
+            top = log_probs.topk(min(top_k, log_probs.shape[-1] - 1), dim=-1)  # one token left for the rest
+            counts = torch.bincount(batch["rows"], minlength=len(rows)).tolist()
+            targets += zip(top.indices.cpu().split(counts), top.values.cpu().split(counts))
     finally:
         model.train(was_training)
     return targets

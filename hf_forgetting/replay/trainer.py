@@ -362,7 +362,7 @@ class ReplayTrainer(SFTTrainer):
         token_kl = coarse_kl(logits[trained], indices, base_log_probs)
         if self.args.replay_loss_weighting == "sequence":
             per_sequence = trained.sum(-1, keepdim=True).expand_as(trained)[trained]
-            token_kl = token_kl * (torch.as_tensor(tokens, dtype=token_kl.dtype) / (per_sequence * max(int(sequences), 1)))
+            token_kl = token_kl * _sequence_weights(tokens, per_sequence, sequences, token_kl)
         replay_loss = token_kl.sum() / torch.as_tensor(tokens, device=token_kl.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # as TRL scales its loss
             replay_loss = replay_loss * self.accelerator.num_processes
@@ -390,10 +390,7 @@ class ReplayTrainer(SFTTrainer):
                 tokens, count = mask.sum(), (per_sequence > 0).sum()  # this micro-batch alone
             else:
                 tokens, count = num_items_in_batch, self._sequences_in_batch
-            weights = torch.as_tensor(tokens, dtype=log_probs.dtype, device=log_probs.device) / (
-                per_sequence.clamp(min=1).to(log_probs.dtype) * max(int(count), 1)
-            )
-            output.log_probs = log_probs * weights
+            output.log_probs = log_probs * _sequence_weights(tokens, per_sequence, count, log_probs)
             return output
 
         return scale_log_probs
@@ -433,6 +430,14 @@ class ReplayTrainer(SFTTrainer):
             model, self.processing_class, self.replay_examples(rows), max_length=self.replay_max_length,
             batch_size=self.args.per_device_eval_batch_size, show_progress=False,
         )
+
+
+def _sequence_weights(tokens, tokens_of_sequence: torch.Tensor, sequences, like: torch.Tensor) -> torch.Tensor:
+    """Per-token factors that turn a token sum divided by `tokens` into the mean over `sequences` of each sequence's
+    mean: ``tokens / (tokens of the token's sequence x sequences)``, in `like`'s dtype and device."""
+    return torch.as_tensor(tokens, dtype=like.dtype, device=like.device) / (
+        tokens_of_sequence.clamp(min=1).to(device=like.device, dtype=like.dtype) * max(int(sequences), 1)
+    )
 
 
 class _ExtraColumnsCollator:
