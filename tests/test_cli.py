@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 from hf_forgetting import cli, sources
+from hf_forgetting.cli import fit as cli_fit
+from hf_forgetting.cli.parsing import check_recipe_types
+from hf_forgetting.cli.train import TrainArguments
 
 DEMO_RECIPE = Path(__file__).parent.parent / "recipes" / "smollm2-135m-instruct" / "collect" / "config_demo.yaml"
 
@@ -186,7 +189,7 @@ def test_error_boundary_one_line_for_bad_input_traceback_for_bugs(tmp_path, caps
     def bug(argv):
         return {}["a key that is a bug, not bad input"]
 
-    monkeypatch.setattr(cli, "_fit", bug)
+    monkeypatch.setattr(cli_fit, "main", bug)
     with pytest.raises(KeyError):  # a bug keeps its traceback
         cli.main(["fit", "whatever"])
 
@@ -207,18 +210,18 @@ def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator(tmp_path):
     import torch
     from trl import SFTConfig, TrlParser
 
-    from hf_forgetting.cli import _without_accelerator
+    from hf_forgetting.cli.parsing import without_accelerator
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    argv = _without_accelerator(["--output_dir", "out", "--bf16", "true"])
+    argv = without_accelerator(["--output_dir", "out", "--bf16", "true"])
     assert argv[-2:] == ["--use_cpu", "true"]
     (args,) = TrlParser((SFTConfig,)).parse_args_and_config(argv)
     assert args.bf16 and args.use_cpu
-    assert _without_accelerator(["--use_cpu", "false"]) == ["--use_cpu", "false"]  # an explicit choice stays
+    assert without_accelerator(["--use_cpu", "false"]) == ["--use_cpu", "false"]  # an explicit choice stays
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("output_dir: out\nbf16: false\nuse_cpu: false\n")
-    assert _without_accelerator(["--config", str(recipe)]) == ["--config", str(recipe)]  # in the recipe too
+    assert without_accelerator(["--config", str(recipe)]) == ["--config", str(recipe)]  # in the recipe too
 
 
 def test_bf16_on_a_cpu_without_native_bf16_trains_in_float32(monkeypatch):
@@ -372,7 +375,7 @@ def test_a_recipe_value_of_the_wrong_kind_is_one_line_naming_the_setting(setting
 def test_recipe_values_argparse_converts_are_accepted(tmp_path):
     """`learning_rate: 1e-4` is a string to YAML 1.1 and a float to argparse: a recipe may say it so."""
     (tmp_path / "recipe.yaml").write_text("task: word_sorting\nlearning_rate: 1e-4\nbf16: 'false'\nmax_steps: '3'\n")
-    cli._check_recipe_types(["--config", str(tmp_path / "recipe.yaml")], (cli.TrainArguments,))
+    check_recipe_types(["--config", str(tmp_path / "recipe.yaml")], (TrainArguments,))
     from hf_forgetting.replay import ReplayConfig
 
-    cli._check_recipe_types(["--config", str(tmp_path / "recipe.yaml")], (ReplayConfig,))
+    check_recipe_types(["--config", str(tmp_path / "recipe.yaml")], (ReplayConfig,))

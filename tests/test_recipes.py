@@ -6,7 +6,7 @@ import pytest
 import yaml
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from hf_forgetting.cli import TrainArguments
+from hf_forgetting.cli.train import TrainArguments
 from hf_forgetting.collect import CollectArguments
 from hf_forgetting.data import EMBEDDED_TASKS
 from hf_forgetting.data import _split_filter as split_filter

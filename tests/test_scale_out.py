@@ -160,14 +160,14 @@ def test_jobs_pushing_rows_to_a_hub_repo_merge_into_the_single_job_matrix(data_f
 @pytest.mark.slow
 def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_files, tiny_checkpoint, tmp_path, capsys):
     """`hf-forgetting demo`'s collection: two one-thread jobs over every other task; the last writes the matrix."""
-    from hf_forgetting.cli import _collect_in_jobs
+    from hf_forgetting.cli.collect import collect_in_jobs
 
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml")
     _collect(recipe, tmp_path / "single")
     single = ForgettingMatrix.load(tmp_path / "single" / "matrix")
 
     jobs = tmp_path / "jobs"
-    _collect_in_jobs(recipe, jobs, 2)
+    collect_in_jobs(recipe, jobs, 2)
     printed = capsys.readouterr().out
     assert "| task | mean forgetting" in printed  # the summary the last job wrote
     assert f"Matrix: {jobs / 'matrix'}" in printed  # and where it is, as a one-job collect says
@@ -180,7 +180,7 @@ def test_collection_jobs_side_by_side_merge_into_the_single_job_matrix(data_file
 
 @pytest.mark.slow
 def test_a_failed_collection_job_is_named_with_its_log_and_the_others_rows_are_kept(data_files, tiny_checkpoint, tmp_path):
-    from hf_forgetting.cli import _collect_in_jobs
+    from hf_forgetting.cli.collect import collect_in_jobs
     from hf_forgetting.errors import CollectionJobError
 
     args, _, _ = configs(data_files, tiny_checkpoint, tmp_path)
@@ -188,6 +188,6 @@ def test_a_failed_collection_job_is_named_with_its_log_and_the_others_rows_are_k
     recipe = _recipe(data_files, tiny_checkpoint, tmp_path / "recipe.yaml", tasks=tasks)
     out = tmp_path / "out"
     with pytest.raises(CollectionJobError, match=r"job\(s\) \[1\] failed \(see .*collect-job-1.log\)"):
-        _collect_in_jobs(recipe, out, 2)
+        collect_in_jobs(recipe, out, 2)
     assert "missing.jsonl" in (out / "logs" / "collect-job-1.log").read_text()
     assert len(list((out / "rows").glob("*.parquet"))) == 1 and not (out / "matrix").exists()
