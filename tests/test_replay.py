@@ -403,7 +403,7 @@ def test_mir_picks_the_most_forgotten_candidate(tiny_tokenizer, tmp_path, monkey
     base = np.arange(15, dtype=float)
     monkeypatch.setattr(trainer, "score_replay_rows", lambda rows: base[list(rows)] + (0 if not trained else np.array(list(rows)) / 100))
     trained = False
-    callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "_AdaptiveReplayCallback")
+    callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "AdaptiveReplayCallback")
     callback.on_train_begin(args, trainer.state, trainer.control)
     trained = True
     trainer.state.global_step = 1

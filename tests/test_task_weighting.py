@@ -10,6 +10,7 @@ from conftest import TINY_TRAINING, build_model
 from test_loss_weighting import task_dataset, upstream_dataset
 
 from hf_forgetting import ReplayConfig, ReplayTrainer
+from hf_forgetting.replay import trainer as trainer_module
 from hf_forgetting.replay.task_weighting import flow_weights
 
 
@@ -32,7 +33,7 @@ def _row_nll(model, input_ids, labels):
 
 
 @pytest.mark.parametrize("strategy", ["none", "random"])
-def test_flow_weights_every_task_row_by_the_base_loss_and_the_loss_uses_them(tiny_tokenizer, tmp_path, strategy):
+def test_flow_weights_every_task_row_by_the_base_loss_and_the_loss_uses_them(tiny_tokenizer, tmp_path, strategy, monkeypatch):
     model = build_model(len(tiny_tokenizer))
     args = ReplayConfig(output_dir=str(tmp_path / strategy), max_steps=2, replay_strategy=strategy, replay_ratio=1 / 2,
                         task_weighting="flow", **TINY_TRAINING)
@@ -53,8 +54,9 @@ def test_flow_weights_every_task_row_by_the_base_loss_and_the_loss_uses_them(tin
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
-    seen, hook = [], trainer._sequence_weighting_hook
-    trainer._sequence_weighting_hook = lambda items, row_weights=None, *rest: seen.append(row_weights) or hook(items, row_weights, *rest)
+    seen, hook = [], trainer_module.log_prob_scaling_hook
+    monkeypatch.setattr(trainer_module, "log_prob_scaling_hook",
+                        lambda weighting, tokens, sequences, row_weights=None: seen.append(row_weights) or hook(weighting, tokens, sequences, row_weights))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer.train()  # the weights reach training through the dataloader, not dropped with the unused columns
     column = np.array(rows["sequence_weight"])

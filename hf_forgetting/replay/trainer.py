@@ -13,7 +13,6 @@ seeded subset out (``replay_heldout_size``; ``trainer.heldout_ids``): measure fo
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, concatenate_datasets
-from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
@@ -29,8 +27,10 @@ from ..completion.base import MAX_KNOWN_MAGNITUDE
 from ..files import atomic_write_text
 from ..scoring import score_encoded, score_examples, tokenize_many_for_scoring
 from ..training_guard import ParameterUpdateGuard
+from .callbacks import AdaptiveReplayCallback, ReplayStateCallback
 from .config import ReplayConfig
-from .distillation import base_distributions, coarse_kl
+from .distillation import base_distributions
+from .loss import kl_replay_loss, log_prob_scaling_hook, trained_sequences
 from .schedule import ReplaySampler, standardized
 from .task_weighting import flow_weights
 
@@ -85,7 +85,7 @@ class ReplayTrainer(SFTTrainer):
                              "combined with compute_loss_func")
         self._sequences_in_batch: int | None = None
         self.replay_sampler: ReplaySampler | None = None
-        self._adaptive: _AdaptiveReplayCallback | None = None
+        self._adaptive: AdaptiveReplayCallback | None = None
         self.heldout_ids: list[str] = []
         self.replay_ids: list[str] = []
         self.task_weights: np.ndarray | None = None
@@ -114,10 +114,10 @@ class ReplayTrainer(SFTTrainer):
             selection=args_.replay_selection,
             scores=self.sampling_scores(scores),
         )
-        self._adaptive = _AdaptiveReplayCallback(self) if args_.replay_strategy in ("online", "mir") else None
+        self._adaptive = AdaptiveReplayCallback(self) if args_.replay_strategy in ("online", "mir") else None
         if self._adaptive is not None:
             self.add_callback(self._adaptive)
-        self.add_callback(_ReplayStateCallback(self))
+        self.add_callback(ReplayStateCallback(self))
 
     def _attach_flow_weights(self) -> None:
         """FLOW: each task row's weight from the model's loss on it now, before any update (the base model; a
@@ -307,21 +307,16 @@ class ReplayTrainer(SFTTrainer):
         denominator of the per-sequence loss, as Trainer counts tokens for the per-token loss."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.args.replay_loss_weighting == "sequence":
-            count = sum(int(batch["labels"][..., 1:].ne(-100).any(-1).sum()) for batch in batch_samples)
+            count = trained_sequences(batch_samples)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 count = int(self.accelerator.gather(torch.tensor([count], device=device)).sum())
             self._sequences_in_batch = count
         return batch_samples, num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """TRL's loss; with `replay_loss_weighting="sequence"`, each sequence weighs the same.
-
-        The weighting happens inside TRL's own loss path: a forward hook scales the per-token
-        log-probabilities of TRL's fused LM head by `tokens / (tokens of the sequence x sequences)`, so
-        TRL's token sum divided by `num_items_in_batch` becomes the mean over sequences of each
-        sequence's mean token NLL (over the whole accumulated batch of every process). The forward,
-        the chunked loss, the metrics and gradient accumulation stay TRL's.
-        """
+        """TRL's loss; with `replay_loss_weighting="sequence"`, each sequence weighs the same; with task weighting,
+        each task row by its weight; with `replay_loss="kl"`, replay rows by their KL to the base model
+        (`replay/loss.py`)."""
         weights = inputs.pop(SEQUENCE_WEIGHT, None)
         replay_row = inputs.pop(REPLAY_ROW, None)
         if replay_row is not None and not return_outputs and bool((replay_row >= 0).any()):
@@ -329,10 +324,13 @@ class ReplayTrainer(SFTTrainer):
         return self._text_loss(model, inputs, return_outputs, num_items_in_batch, weights)
 
     def _text_loss(self, model, inputs, return_outputs, num_items_in_batch, weights, sequences=None):
-        """TRL's loss, its per-token log-probabilities scaled by the row weights and the sequence weighting."""
-        if self.args.replay_loss_weighting == "token" and weights is None:
+        """TRL's loss, its per-token log-probabilities scaled by the row weights and the sequence weighting (of
+        `sequences` in the batch, by default those the accumulated batch counted)."""
+        weighting = self.args.replay_loss_weighting
+        if weighting == "token" and weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        handle = model.register_forward_hook(self._sequence_weighting_hook(num_items_in_batch, weights, sequences))
+        count = sequences if sequences is not None else self._sequences_in_batch
+        handle = model.register_forward_hook(log_prob_scaling_hook(weighting, num_items_in_batch, count, weights))
         try:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
@@ -353,47 +351,11 @@ class ReplayTrainer(SFTTrainer):
             loss = self._text_loss(model, task, False, tokens, None if weights is None else weights[~replay], sequences)
         rows = replay.nonzero().flatten()
         logits = model(input_ids=inputs["input_ids"][rows], attention_mask=inputs["attention_mask"][rows], use_cache=False).logits[:, :-1]
-        trained = labels[rows] != -100
         targets = [self._base_targets[int(r)] for r in replay_row[rows]]
-        indices = torch.cat([t[0] for t in targets]).to(logits.device)
-        base_log_probs = torch.cat([t[1] for t in targets]).to(logits.device)
-        if indices.shape[0] != int(trained.sum()):
-            raise RuntimeError("replay rows in the batch differ from those whose base distributions were computed")
-        token_kl = coarse_kl(logits[trained], indices, base_log_probs)
-        if self.args.replay_loss_weighting == "sequence":
-            per_sequence = trained.sum(-1, keepdim=True).expand_as(trained)[trained]
-            token_kl = token_kl * _sequence_weights(tokens, per_sequence, sequences, token_kl)
-        replay_loss = token_kl.sum() / torch.as_tensor(tokens, device=token_kl.device).clamp(min=1)
+        replay_loss = kl_replay_loss(logits, labels[rows] != -100, targets, self.args.replay_loss_weighting, tokens, sequences)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # as TRL scales its loss
             replay_loss = replay_loss * self.accelerator.num_processes
         return loss + replay_loss
-
-    def _sequence_weighting_hook(self, num_items_in_batch, row_weights: torch.Tensor | None = None, sequences: int | None = None):
-        """Scales TRL's per-token log-probabilities: by `row_weights` (FLOW's, one per sequence) and, with
-        `replay_loss_weighting="sequence"`, so that each sequence weighs the same (of `sequences` in the batch, by
-        default those the accumulated batch counted, or this micro-batch's)."""
-
-        def scale_log_probs(module, args, output):
-            log_probs = getattr(output, "log_probs", None)
-            if log_probs is None:  # not TRL's fused forward (e.g. the logits TRL recomputes for metrics)
-                return output
-            if row_weights is not None:
-                log_probs = log_probs * row_weights.to(device=log_probs.device, dtype=log_probs.dtype)[:, None]
-            if self.args.replay_loss_weighting == "token":
-                output.log_probs = log_probs
-                return output
-            mask = output.label_mask
-            per_sequence = mask.sum(-1, keepdim=True)
-            if sequences is not None:  # a part of the batch (the task rows beside KL-replayed rows)
-                tokens, count = num_items_in_batch, sequences
-            elif num_items_in_batch is None or self._sequences_in_batch is None:
-                tokens, count = mask.sum(), (per_sequence > 0).sum()  # this micro-batch alone
-            else:
-                tokens, count = num_items_in_batch, self._sequences_in_batch
-            output.log_probs = log_probs * _sequence_weights(tokens, per_sequence, count, log_probs)
-            return output
-
-        return scale_log_probs
 
     def sampling_scores(self, scores: np.ndarray | None) -> np.ndarray | None:
         """The scores the sampler draws by: as given, or standardised (`replay_standardize_scores`)."""
@@ -432,14 +394,6 @@ class ReplayTrainer(SFTTrainer):
         )
 
 
-def _sequence_weights(tokens, tokens_of_sequence: torch.Tensor, sequences, like: torch.Tensor) -> torch.Tensor:
-    """Per-token factors that turn a token sum divided by `tokens` into the mean over `sequences` of each sequence's
-    mean: ``tokens / (tokens of the token's sequence x sequences)``, in `like`'s dtype and device."""
-    return torch.as_tensor(tokens, dtype=like.dtype, device=like.device) / (
-        tokens_of_sequence.clamp(min=1).to(device=like.device, dtype=like.dtype) * max(int(sequences), 1)
-    )
-
-
 class _ExtraColumnsCollator:
     """The trainer's collator, with the rows' values of `columns` (those they carry) as tensors of the batch."""
 
@@ -462,83 +416,3 @@ def _check_replay_texts(dataset: Dataset, rows: Sequence[int]) -> None:
     for position, text in enumerate(dataset["text"]):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"replay_dataset row {rows[position]}: the text is {text!r:.60}, not a non-empty string")
-
-
-class _ReplayStateCallback(TrainerCallback):
-    """Writes the trainer's replay state into every checkpoint, for exact resumption."""
-
-    def __init__(self, trainer: ReplayTrainer):
-        self.trainer = trainer
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.trainer.save_replay_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-
-
-class _AdaptiveReplayCallback(TrainerCallback):
-    """Online: measure probes at the switch and complete the row. MIR: refresh candidate forgetting."""
-
-    def __init__(self, trainer: ReplayTrainer):
-        self.trainer = trainer
-        self.base_scores: np.ndarray | None = None
-        self.resumed = False
-        self.probe_rows: np.ndarray | None = None
-        self.switched = False
-
-    def state_dict(self) -> dict:
-        return {"base_scores": None if self.base_scores is None else self.base_scores.tolist()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Base-model NLLs measured before the first update of the original run, reused on resumption."""
-        if state.get("base_scores") is not None:
-            self.base_scores = np.asarray(state["base_scores"], dtype=np.float64)
-            self.resumed = True
-
-    def _pool_sample(self, size: int, salt: int) -> np.ndarray:
-        pool = self.trainer.replay_pool_size
-        rng = np.random.default_rng([self.trainer.args.resolved_replay_seed, 11, salt])
-        return np.sort(rng.choice(pool, size=min(size, pool), replace=False))
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        self.switched = len(trainer.replay_sampler.switches) > 1  # resumed after the online switch
-        if args.replay_strategy == "online":
-            self.probe_rows = self._pool_sample(args.online_num_probe, 0)
-        if self.resumed:
-            return
-        if args.replay_strategy == "online":
-            self.base_scores = trainer.score_replay_rows(self.probe_rows)  # before any update: the base model
-            unscored = [trainer.replay_ids[r] for r, v in zip(self.probe_rows, self.base_scores) if not np.isfinite(v)]
-            if unscored:
-                warnings.warn(f"{len(unscored)} of {len(self.probe_rows)} online probes have no finite NLL under the base "
-                              f"model (e.g. {unscored[:3]}); the row will be completed from the others", stacklevel=2)
-        else:  # MIR compares candidates with their base-model NLL: measure the whole pool once
-            self.base_scores = trainer.score_replay_rows(range(trainer.replay_pool_size))
-
-    def on_step_end(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        if args.replay_strategy == "online":
-            switch_step = max(1, math.ceil(args.online_warmup_fraction * state.max_steps))
-            if not self.switched and state.global_step >= switch_step:
-                self._switch_to_predicted(trainer)
-        elif state.global_step % args.mir_refresh_steps == 0:
-            candidates = self._pool_sample(args.mir_candidates, state.global_step)
-            forgetting = trainer.score_replay_rows(candidates) - self.base_scores[candidates]
-            scores = np.full(trainer.replay_pool_size, -np.inf)
-            # only fresh candidates, the most forgotten first; one without a scored token is not preferred
-            scores[candidates] = np.where(np.isfinite(forgetting), forgetting, -np.inf)
-            trainer.replay_sampler.set_scores(trainer.sampling_scores(scores))
-
-    def _switch_to_predicted(self, trainer) -> None:
-        """Measure the probes, complete the row from those with a finite forgetting, replay by it."""
-        self.switched = True
-        forgetting = trainer.score_replay_rows(self.probe_rows) - self.base_scores
-        measured = np.isfinite(forgetting)
-        if not measured.any():
-            warnings.warn(f"None of the {len(forgetting)} online probes has a finite forgetting (no token to score, or a "
-                          "non-finite loss): replay stays random", stacklevel=2)
-            return
-        known_ids = [trainer.replay_ids[r] for r in self.probe_rows[measured]]
-        row = trainer.replay_predictor.predict(known_ids, forgetting[measured], calibrated=False)
-        columns = trainer.replay_predictor.column_indices(trainer.replay_ids)
-        trainer.replay_sampler.set_scores(trainer.sampling_scores(row[columns]))
