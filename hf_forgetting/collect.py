@@ -29,13 +29,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import trl
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from .collect_summary import monitor_summary, print_outputs, summarize
 from .completion.evaluation import row_agreement
 from .data import EMBEDDED_TASKS
 from .data.arguments import MonitorArguments, TaskArguments, UpstreamArguments
-from .data.matrix_sources import collect_settings, example_text, load_matrix_upstream
+from .data.matrix_sources import example_text
 from .files import atomic_write_parquet, atomic_write_text
 from .format.collect_rows import COLLECTED_AT_FORMAT, read_collect_row, task_filename, write_collect_row
 from .matrix import METRICS, ForgettingMatrix, example_ids_sha256
@@ -48,16 +50,11 @@ from .run_settings import (
     result_settings,
     settings_differences,
     settings_fingerprint,
+    unrecorded_settings,
 )
 from .scoring import SCORE_DTYPES, cast_for_scoring, exact_match_scores, score_examples
 from .training_data import PREPARATION, TrainingRows, prepare_training_rows
 from .training_guard import ParameterUpdateGuard
-
-# Re-exported: these moved to the data and format layers.
-__all__ = [
-    "CollectArguments", "Collector", "collect_forgetting_matrix", "collect_settings", "load_matrix_upstream",
-    "print_outputs", "summarize", "task_filename",
-]
 
 
 @dataclass
@@ -277,7 +274,8 @@ class Collector:
                     f"{self.output_dir} holds rows collected with other settings ({'; '.join(changed[:5])}). "
                     "Use a new output_dir, or delete the old one to start over."
                 )
-            unrecorded = _unrecorded(previous, current)
+            unrecorded = unrecorded_settings(previous, current, {"collect": CollectArguments, "training": trl.SFTConfig,
+                                                                   "model": trl.ModelConfig})
             if unrecorded and self.state.is_main_process:
                 warnings.warn(f"{path} does not record {', '.join(unrecorded)}: resuming without checking them", stacklevel=2)
         elif self.state.is_main_process:
@@ -426,94 +424,6 @@ class Collector:
         print_outputs(self.output_dir)
 
 
-def print_outputs(output_dir) -> None:
-    """Print a finished collection's summary and where its matrix, summary and figures are."""
-    output_dir = Path(output_dir)
-    matrix_dir, summary = output_dir / "matrix", output_dir / "summary.md"
-    print(summary.read_text())
-    print(f"Matrix: {matrix_dir}\nSummary: {summary}\nFigures: hf-forgetting analyze {matrix_dir}")
-
-
-def monitor_summary(matrix: ForgettingMatrix) -> str:
-    """A Markdown table of the monitor's predicted rows against the measured ones (empty without a monitor)."""
-    rows = matrix.metadata.get("rows", {})
-    checks = {task: row["monitor"] for task, row in rows.items() if row.get("monitor", {}).get("rmse") is not None}
-    if not checks:
-        return ""
-    lines = ["", "## The forgetting monitor's predicted row against the measured row", "",
-             "| task | probes | probe mean | predicted mean | measured mean | RMSE | Pearson r | top-10% precision |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for task, c in checks.items():
-        lines.append(f"| {task} | {c['probes']} | {c['probe_mean']:+.4f} | {c['predicted_mean']:+.4f} | {c['measured_mean']:+.4f} | "
-                     f"{c['rmse']:.4f} | {'' if c['pearson'] is None else format(c['pearson'], '.3f')} | {c['top10pct_precision']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def summarize(matrix: ForgettingMatrix, texts: dict[str, str] | None = None, top: int = 5) -> str:
-    """A short Markdown summary: per-task mean forgetting and the most forgotten examples."""
-    values = matrix.values
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows/columns (e.g. em_drop) give NaN means
-        task_means, example_means = np.nanmean(values, axis=1), np.nanmean(values, axis=0)
-    rows = matrix.metadata.get("rows", {})
-    lines = [
-        f"# Forgetting matrix: {matrix.shape[0]} tasks x {matrix.shape[1]} upstream examples",
-        "",
-        f"- metric: `{matrix.metric}`; base model: `{matrix.metadata.get('base_model')}`",
-        f"- mean {np.nanmean(values):+.4f}, std {np.nanstd(values):.4f}; "
-        f"{_percent_positive(values):.1f}% of observed entries positive (forgotten)",
-        "",
-        "| task | mean forgetting | % examples forgotten | trained on (of requested) | train loss | steps |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for index in np.argsort(-task_means):
-        task = matrix.task_ids[index]
-        info = rows.get(task, {})
-        trained = f"{info.get('num_train_examples', '?')} ({info.get('num_requested_examples', '?')})"
-        if info.get("hollow"):
-            trained += " hollow"
-        lines.append(
-            f"| {task} | {task_means[index]:+.4f} | {_percent_positive(values[index]):.0f}% | {trained} | "
-            f"{info.get('train_loss', float('nan')):.3f} | {info.get('train_steps', '')} |"
-        )
-    lines += ["", f"Most forgotten upstream examples (mean over tasks), top {top}:", ""]
-    for index in np.argsort(-np.nan_to_num(example_means, nan=-np.inf))[:top]:
-        example_id = matrix.example_ids[index]
-        snippet = (texts or {}).get(example_id, "")[:90].replace("\n", " ").replace("|", "/")
-        lines.append(f"- `{example_id}` {example_means[index]:+.4f}: {snippet}...")
-    return "\n".join(lines) + "\n"
-
-
-def _percent_positive(values: np.ndarray) -> float:
-    observed = values[~np.isnan(values)]
-    return float((observed > 0).mean() * 100) if observed.size else float("nan")
-
-
 def collect_forgetting_matrix(args: CollectArguments, training_args, model_args) -> ForgettingMatrix:
     """Collect (or finish collecting) the matrix described by the three config dataclasses."""
     return Collector(args, training_args, model_args).run()
-
-
-def _unrecorded(previous: dict, current: dict) -> list[str]:
-    """Settings set now to other than their defaults that `previous` does not record
-    (it was written by an older transformers / TRL, or by a version of this library that recorded fewer)."""
-    import trl
-
-    missing = []
-    for section, config in (("collect", CollectArguments), ("training", trl.SFTConfig), ("model", trl.ModelConfig)):
-        absent = set(current.get(section, {})) - set(previous.get(section, {}))
-        if absent:
-            defaults = _defaults(config)
-            missing += [f"{section}.{key}" for key in sorted(absent) if current[section][key] != defaults.get(key)]
-    return missing
-
-
-def _defaults(cls) -> dict:
-    """The declared defaults of dataclass `cls`, as JSON values."""
-    defaults = {}
-    for spec in dataclasses.fields(cls):
-        if spec.default is not dataclasses.MISSING:
-            defaults[spec.name] = spec.default
-        elif spec.default_factory is not dataclasses.MISSING:
-            defaults[spec.name] = spec.default_factory()
-    return json.loads(json.dumps(defaults, default=str))

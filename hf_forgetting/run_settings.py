@@ -119,3 +119,27 @@ def trains_in_emulated_bf16(training_args) -> bool:
 def in_native_precision(training_args):
     """`training_args`, or a float32 copy of them where bf16 would be emulated (`trains_in_emulated_bf16`)."""
     return dataclasses.replace(training_args, bf16=False) if trains_in_emulated_bf16(training_args) else training_args
+
+
+def unrecorded_settings(previous: dict, current: dict, configs: dict) -> list[str]:
+    """Settings of `current` set to other than their defaults that `previous` does not record (it was written by an
+    older transformers / TRL with fewer options); `configs` maps each section to its dataclass."""
+    missing = []
+    for section, config in configs.items():
+        absent = set(current.get(section, {})) - set(previous.get(section, {}))
+        if absent:
+            defaults = declared_defaults(config)
+            missing += [f"{section}.{key}" for key in sorted(absent) if current[section][key] != defaults.get(key)]
+    return missing
+
+
+def declared_defaults(cls) -> dict:
+    """The declared defaults of dataclass `cls`, as JSON values."""
+    defaults = {}
+    for spec in dataclasses.fields(cls):
+        if spec.default is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
+

@@ -18,7 +18,8 @@ import yaml
 from conftest import configs, write_jsonl
 
 from hf_forgetting import ForgettingMatrix
-from hf_forgetting.collect import CollectArguments, Collector, collect_forgetting_matrix, task_filename
+from hf_forgetting.collect import CollectArguments, Collector, collect_forgetting_matrix
+from hf_forgetting.format.collect_rows import task_filename
 
 WORDS = "list dict tuple string parser logger module object integer pattern".split()
 

@@ -27,7 +27,7 @@ def collect_in_jobs(recipe: str, output_dir, jobs: int) -> None:
     import time
     from pathlib import Path
 
-    from ..collect import print_outputs
+    from ..collect_summary import print_outputs
 
     argv = ["--config", str(recipe), "--output_dir", str(output_dir)]
     if jobs == 1:
