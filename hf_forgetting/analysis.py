@@ -23,7 +23,7 @@ REFERENCE_COLUMNS = 10_000
 
 
 def low_rank_report(
-    matrix: ForgettingMatrix, max_rank: int = 9, top: int = 5, null_seeds: int = 3, heldout_folds: int = 3, seed: int = 0,
+    matrix: ForgettingMatrix, max_rank: int = 9, *, top: int = 5, null_seeds: int = 3, heldout_folds: int = 3, seed: int = 0,
     reference_columns: int = REFERENCE_COLUMNS,
 ) -> dict:
     """R^2 by rank and of the simpler models, against chance; the singular values; the leading components.

@@ -202,7 +202,7 @@ class ForgettingMatrix:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ForgettingMatrix:
-        """Read a matrix written by :meth:`save` (any readable format version).
+        """Read a matrix written by :meth:`save`.
 
         A bad file raises `ForgettingMatrixError` naming the file and the problem.
         """
@@ -227,6 +227,7 @@ class ForgettingMatrix:
     def push_to_hub(
         self,
         repo_id: str,
+        *,
         token: str | None = None,
         private: bool | None = None,
         branch: str | None = None,
@@ -259,7 +260,8 @@ class ForgettingMatrix:
         from .hub.matrix_repo import push_matrix
 
         rows = rows_of(self.task_ids, self.values, self.metadata)
-        return push_matrix(self.header(), self.example_ids, rows, repo_id, token, private, branch, commit_message, license)
+        return push_matrix(self.header(), self.example_ids, rows, repo_id, token=token, private=private, branch=branch,
+                           commit_message=commit_message, license=license)
 
     @classmethod
     def from_hub(

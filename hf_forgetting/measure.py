@@ -140,7 +140,8 @@ def measure_forgetting(args: MeasureArguments, model_args) -> MeasuredForgetting
                     "checkpoint": args.checkpoint, "score_max_length": length}
         files["forgetting_row.parquet"] = write_predicted_row(output_dir / "forgetting_row.parquet", example_ids, predicted, 0, measured)
         files["histogram.png"] = _histogram(predicted, forgetting, output_dir / "histogram.png")
-    summary = _summary(args, model_args, upstream, probe_ids, forgetting, completed, predictor, length)
+    summary = _summary(args, model_args, upstream, probe_ids=probe_ids, forgetting=forgetting, completed=completed,
+                       predictor=predictor, length=length)
     files["summary.md"] = atomic_write_text(output_dir / "summary.md", summary)
     return MeasuredForgetting(upstream, example_ids, probe_ids, forgetting, predicted, summary, files, completed)
 
@@ -255,7 +256,7 @@ def _histogram(predicted: np.ndarray, measured: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _summary(args, model_args, upstream, probe_ids, forgetting, completed, predictor, length) -> str:
+def _summary(args, model_args, upstream, *, probe_ids, forgetting, completed, predictor, length) -> str:
     """The paragraph and the top-N table (texts read for those N examples only; `upstream` is in column order)."""
     example_ids = upstream["example_id"]
     base = model_args.model_name_or_path

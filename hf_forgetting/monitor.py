@@ -72,6 +72,7 @@ class ForgettingMonitorCallback(TrainerCallback):
         self,
         probe_dataset,
         predictor: ForgettingPredictor | str | None = None,
+        *,
         every_n_steps: int = 50,
         num_probes: int | None = 30,
         seed: int = 0,

@@ -243,6 +243,7 @@ def score_examples(
     model,
     tokenizer,
     dataset,
+    *,
     batch_size: int = 16,
     max_length: int | None = 1024,
     max_tokens_per_batch: int | None = None,
@@ -280,12 +281,14 @@ def score_examples(
     """
     encoded = tokenize_many_for_scoring(dataset, tokenizer, max_length, text_field)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return score_encoded(model, encoded, pad_id, batch_size, max_tokens_per_batch, chunk_size, show_progress)
+    return score_encoded(model, encoded, pad_id=pad_id, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+                         chunk_size=chunk_size, show_progress=show_progress)
 
 
 def score_encoded(
     model,
     encoded: Sequence[tuple[list[int], list[bool]]],
+    *,
     pad_id: int = 0,
     batch_size: int = 16,
     max_tokens_per_batch: int | None = None,

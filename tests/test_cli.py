@@ -87,7 +87,7 @@ def test_fit_then_predict_from_csv(saved_matrix, tmp_path, capsys):
     assert "bad.csv, line 2: forgetting 'lots' is not a number" in capsys.readouterr().err
 
 
-def test_forgetting_csv_reads_what_it_writes_and_the_older_column_names():
+def test_forgetting_csv_reads_what_it_writes_and_names_what_is_wrong():
     import numpy as np
 
     from hf_forgetting.format.forgetting_csv import ForgettingCsvError, forgetting_csv_text, parse_forgetting_csv
@@ -95,10 +95,9 @@ def test_forgetting_csv_reads_what_it_writes_and_the_older_column_names():
     ids, values = ["doc/1", "a,b", 'q"uote'], [0.125, -1e-7, 3.5]
     parsed = parse_forgetting_csv(forgetting_csv_text(ids, values))
     assert parsed[0] == ids and np.allclose(parsed[1], values)
-    for old in ("value", "predicted", "score"):
-        with pytest.warns(UserWarning, match=f"column '{old}' read as 'forgetting'"):
-            assert parse_forgetting_csv(f"example_id,{old}\ne1,0.5\n\n")[1].tolist() == [0.5]
+    assert parse_forgetting_csv("example_id,forgetting\ne1,0.5\n\n")[1].tolist() == [0.5]  # blank lines skipped
     for text, message in [("id,forgetting\ne1,0.1\n", "expected the columns example_id,forgetting"),
+                          ("example_id,value\ne1,0.1\n", r"expected the columns example_id,forgetting; got \['example_id', 'value'\]"),
                           ("example_id,forgetting\ne1\n", "line 2: no forgetting value"),
                           ("example_id,forgetting\ne1,inf\n", "line 2: forgetting 'inf' is not a finite number")]:
         with pytest.raises(ForgettingCsvError, match=message):

@@ -145,7 +145,7 @@ def test_a_deep_copy_of_the_adapted_embedded_model_trains(weighting, tmp_path):
     from hf_forgetting import ReplayConfig, ReplayTrainer
 
     model, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
-    task = load_task("word_sorting", 16, 0).remove_columns(["example_id"])
+    task = load_task("word_sorting", 16, seed=0).remove_columns(["example_id"])
     upstream = load_upstream(num_examples=8, seed=0)
     common = dict(bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", use_cpu=True,
                   disable_tqdm=True, max_length=64, learning_rate=5e-5, per_device_train_batch_size=4, max_steps=1)

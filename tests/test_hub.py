@@ -472,16 +472,12 @@ def test_push_and_pull_commands(hub, repo_id, tmp_path, capsys, monkeypatch):
     assert "hf-forgetting pull:" in capsys.readouterr().err
 
 
-def test_a_repo_written_in_format_version_1_still_loads(hub, repo_id):
-    """Repos pushed before the header named its kind (format 1) load as they did."""
+def test_a_repo_of_another_format_version_is_one_line_naming_the_file_and_version(hub, repo_id):
     matrix = synthetic_matrix(["a", "b"])
     sha = example_ids_sha256(matrix.example_ids)
-    header = {"format_version": 1, "metric": "nll_increase", "num_examples": 40, "example_ids_sha256": sha,
-              "metadata": {"base_model": "tiny"}}
+    header = {"kind": "forgetting_matrix", "format_version": 1, "metric": "nll_increase", "num_examples": 40,
+              "example_ids_sha256": sha, "metadata": {"base_model": "tiny"}}
     hub.put_file("dataset", repo_id, "forgetting_matrix.json", json.dumps(header).encode())
-    hub.put_file("dataset", repo_id, "examples.parquet", _parquet_bytes(pa.table({"example_id": matrix.example_ids})))
-    for task, row in zip(matrix.task_ids, matrix.values):
-        hub.put_file("dataset", repo_id, f"rows/2025-{task}.parquet", _parquet_bytes(_row_table(task, row, sha)))
-    loaded = ForgettingMatrix.from_hub(repo_id)
-    np.testing.assert_array_equal(loaded.values, matrix.values)
-    assert loaded.task_ids == ["a", "b"] and loaded.metadata["base_model"] == "tiny"
+    with pytest.raises(HubRepoError, match=r"forgetting_matrix.json: unsupported format_version 1 \(this hf_forgetting reads "
+                                           r"format_version 2\)"):
+        ForgettingMatrix.from_hub(repo_id)

@@ -14,6 +14,7 @@ import pytest
 from conftest import invalid_utf8_strings
 
 from hf_forgetting import ForgettingMatrix
+from hf_forgetting.errors import RepoKindError
 from hf_forgetting.matrix import ForgettingMatrixError
 
 
@@ -175,22 +176,16 @@ def test_from_dataset_errors(matrix):
         ForgettingMatrix.from_dataset(Dataset.from_dict({"task_id": ["a"]}), example_ids=["x"])
 
 
-def test_a_folder_written_in_format_version_1_still_loads(matrix, tmp_path):
-    """Folders saved before the header named its kind: num_tasks in the header, no id hash, two columns
-    in forgetting.parquet and the rows' provenance in the header's metadata."""
-    rows_provenance = {task: {"train_loss": 1.0 + i} for i, task in enumerate(matrix.task_ids)}
-    header = {"format_version": 1, "metric": "nll_increase", "num_tasks": 3, "num_examples": 5,
-              "metadata": {**matrix.metadata, "rows": rows_provenance}}
-    (tmp_path / "forgetting_matrix.json").write_text(json.dumps(header))
-    pq.write_table(pa.table({"example_id": matrix.example_ids}), tmp_path / "examples.parquet")
-    values = pa.array(list(matrix.values), pa.list_(pa.float32()))
-    pq.write_table(pa.table({"task_id": matrix.task_ids, "forgetting": values}), tmp_path / "forgetting.parquet")
-    loaded = ForgettingMatrix.load(tmp_path)
-    np.testing.assert_array_equal(loaded.values, matrix.values)
-    assert loaded.metadata["rows"] == rows_provenance
-    resaved = json.loads((loaded.save(tmp_path / "v2") / "forgetting_matrix.json").read_text())
-    assert resaved["format_version"] == 2 and resaved["kind"] == "forgetting_matrix" and "rows" not in resaved["metadata"]
-    assert ForgettingMatrix.load(tmp_path / "v2") == loaded
+def test_a_header_of_another_format_version_is_refused_naming_the_file_and_version(matrix, tmp_path):
+    saved = matrix.save(tmp_path / "m")
+    header = json.loads((saved / "forgetting_matrix.json").read_text())
+    (saved / "forgetting_matrix.json").write_text(json.dumps({**header, "format_version": 1}))
+    with pytest.raises(ForgettingMatrixError, match=r"forgetting_matrix.json: unsupported format_version 1 \(this hf_forgetting "
+                                                    r"reads format_version 2\)"):
+        ForgettingMatrix.load(saved)
+    (saved / "forgetting_matrix.json").write_text(json.dumps({k: v for k, v in header.items() if k != "kind"}))
+    with pytest.raises(RepoKindError, match="holds a kind None, not a forgetting matrix"):
+        ForgettingMatrix.load(saved)
 
 
 def test_a_predictor_folder_is_not_read_as_a_matrix(tmp_path):

@@ -235,7 +235,8 @@ class ForgettingPredictor:
             self.save_pretrained(folder)
             card = predictor_card(type(self).__name__, self.get_config(), self.metric, len(self.example_ids), repo_id)
             message = commit_message or f"Upload {type(self).__name__}"
-            return push_predictor_folder(Path(folder), repo_id, card, token, private, branch, message)
+            return push_predictor_folder(Path(folder), repo_id, card, token=token, private=private, branch=branch,
+                                         commit_message=message)
 
     @classmethod
     def from_pretrained(

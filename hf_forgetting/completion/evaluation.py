@@ -89,6 +89,7 @@ def evaluate_predictor(
     test_tasks: Sequence[str],
     k: int = 30,
     seeds: Sequence[int] = tuple(range(10)),
+    *,
     threshold: float | None = None,
     example_texts: Mapping[str, str] | None = None,
     task_texts: Mapping[str, Sequence[str]] | None = None,

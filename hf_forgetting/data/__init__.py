@@ -67,6 +67,7 @@ def load_upstream(
 def load_task(
     name: str,
     max_examples: int | None = None,
+    *,
     seed: int = 0,
     split: str = "train",
     id_field: str | None = None,

@@ -120,8 +120,8 @@ class TaskArguments:
         return load_task(
             name,
             self.max_train_examples if max_examples == "default" else max_examples,
-            self.task_seed,
-            self.task_split,
+            seed=self.task_seed,
+            split=self.task_split,
             prompt_field=self.task_prompt_field,
             completion_field=self.task_completion_field,
         )

@@ -2,8 +2,7 @@
 
 Every stage writes it (`predict`, the Space's download) and every stage reads it (`predict --known`,
 `train --known` and `--replay_scores_file`, the Space's upload), so the output of one step is the
-input of the next. Files with the column names older versions used (``value``, ``predicted``,
-``score``) are still read, with a note. A bad file raises an error that names it and the line.
+input of the next. A bad file raises an error that names it and the line.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from ..files import atomic_write_text
 
 ID_COLUMN, VALUE_COLUMN = "example_id", "forgetting"
 INTERVAL_COLUMNS = ("lower_95", "upper_95")  # a predicted row's 95% interval, after the value
-OLD_VALUE_COLUMNS = ("value", "predicted", "score")  # written or asked for by versions before one schema
 
 
 class ForgettingCsvError(HfForgettingError, ValueError):
@@ -62,7 +59,7 @@ def read_forgetting_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
 
 
 def parse_forgetting_csv(text: str, where: str = "the CSV") -> tuple[list[str], np.ndarray]:
-    """``(example_ids, values)`` of CSV text in the schema (or an older column name); blank lines skipped."""
+    """``(example_ids, values)`` of CSV text in the schema; blank lines skipped."""
     reader = csv.reader(io.StringIO(text))
     header = [cell.strip() for cell in next(reader, [])]
     column, id_column = _value_column(header, where), header.index(ID_COLUMN)
@@ -84,12 +81,6 @@ def parse_forgetting_csv(text: str, where: str = "the CSV") -> tuple[list[str], 
 
 
 def _value_column(header: list[str], where: str) -> int:
-    if ID_COLUMN not in header:
+    if ID_COLUMN not in header or VALUE_COLUMN not in header:
         raise ForgettingCsvError(f"{where}: expected the columns {ID_COLUMN},{VALUE_COLUMN}; got {header[:10]}")
-    if VALUE_COLUMN in header:
-        return header.index(VALUE_COLUMN)
-    old = [name for name in OLD_VALUE_COLUMNS if name in header]
-    if not old:
-        raise ForgettingCsvError(f"{where}: expected the columns {ID_COLUMN},{VALUE_COLUMN}; got {header[:10]}")
-    warnings.warn(f"{where}: column {old[0]!r} read as {VALUE_COLUMN!r} (the column name of every forgetting CSV now)", stacklevel=3)
-    return header.index(old[0])
+    return header.index(VALUE_COLUMN)

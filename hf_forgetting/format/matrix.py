@@ -10,9 +10,6 @@ A matrix is stored as (the same names in a local folder and in a Hub dataset rep
   ``contributor``, ``provenance`` as JSON, the ``example_ids_sha256`` the row is aligned with): a local
   folder holds them all in ``forgetting.parquet``; a Hub repo holds one file per contribution under
   ``rows/``, merged oldest first.
-
-Format version 1 is still read: local folders of version 1 had ``num_tasks`` and no id hash in the
-header and two columns in ``forgetting.parquet``, with the row provenance in the header's metadata.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from ..errors import ForgettingMatrixError, RepoKindError
 
 MATRIX_KIND = "forgetting_matrix"
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 METRICS = ("nll_increase", "em_drop")
 HEADER_FILE = "forgetting_matrix.json"
 EXAMPLES_FILE = "examples.parquet"
@@ -48,7 +44,6 @@ ROWS_SCHEMA = pa.schema(
         ("example_ids_sha256", pa.string()),
     ]
 )
-LEGACY_VALUES_SCHEMA = pa.schema([("task_id", pa.string()), ("forgetting", pa.list_(pa.float32()))])
 
 
 def example_ids_sha256(example_ids: Sequence[str]) -> str:
@@ -81,8 +76,8 @@ class MatrixHeader:
             `"nll_increase"` or `"em_drop"`.
         num_examples (`int`):
             Number of upstream examples (columns).
-        example_ids_sha256 (`str` or `None`):
-            :func:`example_ids_sha256` of the column order; `None` only in version-1 local folders.
+        example_ids_sha256 (`str`):
+            :func:`example_ids_sha256` of the column order.
         metadata (`dict`):
             Matrix-level provenance, without the per-row keys of :data:`NOT_IN_HEADER`.
         format_version (`int`):
@@ -91,7 +86,7 @@ class MatrixHeader:
 
     metric: str
     num_examples: int
-    example_ids_sha256: str | None
+    example_ids_sha256: str
     metadata: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -121,11 +116,11 @@ class MatrixHeader:
             raise ForgettingMatrixError(f"{where}: not valid JSON ({error})") from None
         if not isinstance(content, dict):
             raise ForgettingMatrixError(f"{where}: expected a JSON object")
-        check_kind(content.get("kind", MATRIX_KIND), MATRIX_KIND, where)
+        check_kind(content.get("kind"), MATRIX_KIND, where)
         version = content.get("format_version")
-        if version not in READABLE_VERSIONS:
+        if version != FORMAT_VERSION:
             raise ForgettingMatrixError(
-                f"{where}: unsupported format_version {version!r} (this hf_forgetting reads {READABLE_VERSIONS})"
+                f"{where}: unsupported format_version {version!r} (this hf_forgetting reads format_version {FORMAT_VERSION})"
             )
         if content.get("metric") not in METRICS:
             raise ForgettingMatrixError(f"{where}: metric must be one of {METRICS}; got {content.get('metric')!r}")
@@ -135,7 +130,7 @@ class MatrixHeader:
             bound = f"1..{max_examples:,}" if max_examples is not None else ">= 1"
             raise ForgettingMatrixError(f"{where}: num_examples must be an integer in {bound}; got {num_examples!r}")
         sha = content.get("example_ids_sha256")
-        if not isinstance(sha, str) and not (version == 1 and sha is None):
+        if not isinstance(sha, str):
             raise ForgettingMatrixError(f"{where}: field 'example_ids_sha256' (string) is required")
         if not isinstance(content.get("metadata"), dict):
             raise ForgettingMatrixError(f"{where}: field 'metadata' (object) is required")
@@ -173,7 +168,7 @@ def read_examples(table: pa.Table, header: MatrixHeader, where: str) -> list[str
         example_ids = validate_ids(column.to_pylist(), "example_ids")
     except ForgettingMatrixError as error:
         raise ForgettingMatrixError(f"{where}: {error}") from None
-    if header.example_ids_sha256 is not None and example_ids_sha256(example_ids) != header.example_ids_sha256:
+    if example_ids_sha256(example_ids) != header.example_ids_sha256:
         raise ForgettingMatrixError(f"{where}: the example ids do not match the example_ids_sha256 in {HEADER_FILE}")
     return example_ids
 
@@ -225,7 +220,7 @@ def rows_table(rows: Sequence[TaskRow], example_ids: Sequence[str]) -> pa.Table:
 
 
 def read_rows(table: pa.Table, header: MatrixHeader, where: str) -> list[TaskRow]:
-    """The task rows of a rows table (current or version-1 layout), each checked against the header."""
+    """The task rows of a rows table, each checked against the header."""
     return read_rows_and_values(table, header, where)[1]
 
 
@@ -234,8 +229,7 @@ def read_rows_and_values(table: pa.Table, header: MatrixHeader, where: str) -> t
 
     The values are converted column-wise (one float32 array, NaN for nulls): a Python object per entry
     would cost 20x the values in memory on a paper-sized matrix."""
-    legacy = [f.name for f in table.schema] == LEGACY_VALUES_SCHEMA.names
-    check_schema(table.schema, LEGACY_VALUES_SCHEMA if legacy else ROWS_SCHEMA, where)
+    check_schema(table.schema, ROWS_SCHEMA, where)
     check_text(table, where)
     task_ids = table.column("task_id").to_pylist()
     column = table.column("forgetting").combine_chunks()
@@ -250,10 +244,7 @@ def read_rows_and_values(table: pa.Table, header: MatrixHeader, where: str) -> t
     infinite = np.isinf(values).any(axis=1)
     if infinite.any():
         raise ForgettingMatrixError(f"{where}: task {task_ids[int(np.argmax(infinite))]!r} has infinite values")
-    names = table.column_names
-    shas = table.column("example_ids_sha256").to_pylist() if "example_ids_sha256" in names else [header.example_ids_sha256] * len(task_ids)
-    contributors = table.column("contributor").to_pylist() if "contributor" in names else [""] * len(task_ids)
-    provenances = table.column("provenance").to_pylist() if "provenance" in names else [None] * len(task_ids)
+    shas, contributors, provenances = (table.column(name).to_pylist() for name in ("example_ids_sha256", "contributor", "provenance"))
     rows = []
     for index, (task_id, sha, contributor, text) in enumerate(zip(task_ids, shas, contributors, provenances)):
         if sha != header.example_ids_sha256:
@@ -286,5 +277,5 @@ def metadata_with_rows(header: MatrixHeader, rows: Sequence[TaskRow], extra: dic
         if row.provenance or row.contributor
     }
     if per_row:
-        metadata["rows"] = {**metadata.get("rows", {}), **per_row}
+        metadata["rows"] = per_row
     return {**metadata, **(extra or {})}

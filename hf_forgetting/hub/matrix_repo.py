@@ -88,8 +88,6 @@ def _read(reader: RepoReader, on_duplicate: str = "error") -> StoredMatrix:
         header = MatrixHeader.from_json(reader.read_text(HEADER_FILE), where, reader.limits.max_examples)
     except ForgettingMatrixError as error:
         raise HubRepoError(str(error)) from None
-    if header.example_ids_sha256 is None:
-        raise reader.error(HEADER_FILE, "field 'example_ids_sha256' (string) is required")
     example_ids = _checked(reader, EXAMPLES_FILE, lambda table, w: read_examples(table, header, w),
                            EXAMPLES_SCHEMA, header.num_examples)
     row_files = _row_files(reader)
@@ -138,6 +136,7 @@ def push_matrix(
     example_ids: Sequence[str],
     rows: Sequence[TaskRow],
     repo_id: str,
+    *,
     token: str | None = None,
     private: bool | None = None,
     branch: str | None = None,
@@ -162,7 +161,8 @@ def push_matrix(
         if not new:
             logger.warning("%s already holds every task of this matrix; nothing to push", repo_id)
             return reader.commit, None
-        uploaded = _files(header, example_ids, new, existing, contributor, repo_id, license, folder)
+        uploaded = _files(header, example_ids, new, existing=existing, contributor=contributor, repo_id=repo_id, license=license,
+                          folder=folder)
         message = commit_message or _commit_title(new, existing, contributor)
         return reader.commit, (_operations(uploaded), message, uploaded)
 
@@ -192,7 +192,7 @@ def _new_rows(header, example_ids, rows, existing: StoredMatrix | None, repo_id:
     return new
 
 
-def _files(header, example_ids, new, existing, contributor, repo_id, license, folder: Path) -> dict[str, Path]:
+def _files(header, example_ids, new, *, existing, contributor, repo_id, license, folder: Path) -> dict[str, Path]:
     """The files of one commit ({path in repo: local file}): a row file and the card; a new repo also
     gets the header and the example ids."""
     row_file = _write_row_file(new, example_ids, contributor, header.metadata, folder)

@@ -24,6 +24,7 @@ def push_predictor_folder(
     folder: Path,
     repo_id: str,
     card: str,
+    *,
     token: str | None = None,
     private: bool | None = None,
     branch: str | None = None,

@@ -89,14 +89,14 @@ def push_checked(
         if prepared is None:
             return None
         operations, message, uploaded = prepared
-        outcome = _commit_once(api, repo_id, operations, message, head, branch, uploaded)
+        outcome = _commit_once(api, repo_id, operations, message, head=head, branch=branch, uploaded=uploaded)
         if outcome is not None:
             return outcome
         logger.warning("Push to %s did not land (attempt %d of %d); checking the repo again", repo_id, attempt, PUSH_ATTEMPTS)
     raise HubPushError(f"{repo_id}: could not push after {PUSH_ATTEMPTS} attempts; the repo keeps changing or failing")
 
 
-def _commit_once(api, repo_id, operations, message, head, branch, uploaded) -> CommitInfo | None:
+def _commit_once(api, repo_id, operations, message, *, head, branch, uploaded) -> CommitInfo | None:
     """One commit against ``head``: the commit; None if the branch moved (the caller re-reads);
     after a transient failure, the commit if it landed after all."""
     try:

@@ -71,6 +71,7 @@ class ReplaySampler(torch.utils.data.Sampler):
         num_replay: int,
         replay_every: int,
         seed: int,
+        *,
         temperature: float = 0.1,
         selection: str = "sample",
         scores: np.ndarray | None = None,

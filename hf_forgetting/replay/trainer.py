@@ -129,7 +129,7 @@ class ReplayTrainer(SFTTrainer):
         encoded = [(list(ids), [True] * len(ids) if row_labels is None else [label != -100 for label in row_labels])
                    for ids, row_labels in zip(task["input_ids"], labels)]
         model = self.accelerator.unwrap_model(self.model)
-        losses = score_encoded(model, encoded, self._pad_id, batch_size=self.args.per_device_eval_batch_size, show_progress=False)
+        losses = score_encoded(model, encoded, pad_id=self._pad_id, batch_size=self.args.per_device_eval_batch_size, show_progress=False)
         self.task_weights = flow_weights(losses, self.args.task_weighting_temperature)
         weights = np.concatenate([self.task_weights, np.ones(len(rows) - num_task)])
         self.train_dataset = rows.add_column(SEQUENCE_WEIGHT, weights.tolist())
@@ -321,9 +321,9 @@ class ReplayTrainer(SFTTrainer):
         replay_row = inputs.pop(REPLAY_ROW, None)
         if replay_row is not None and not return_outputs and bool((replay_row >= 0).any()):
             return self._loss_with_kl_replay(model, inputs, replay_row, weights, num_items_in_batch)
-        return self._text_loss(model, inputs, return_outputs, num_items_in_batch, weights)
+        return self._text_loss(model, inputs, return_outputs, num_items_in_batch, weights=weights)
 
-    def _text_loss(self, model, inputs, return_outputs, num_items_in_batch, weights, sequences=None):
+    def _text_loss(self, model, inputs, return_outputs, num_items_in_batch, *, weights=None, sequences=None):
         """TRL's loss, its per-token log-probabilities scaled by the row weights and the sequence weighting (of
         `sequences` in the batch, by default those the accumulated batch counted)."""
         weighting = self.args.replay_loss_weighting
@@ -348,7 +348,7 @@ class ReplayTrainer(SFTTrainer):
         if (~replay).any():
             task = {name: value[~replay] if torch.is_tensor(value) and value.shape[:1] == replay.shape else value
                     for name, value in inputs.items()}
-            loss = self._text_loss(model, task, False, tokens, None if weights is None else weights[~replay], sequences)
+            loss = self._text_loss(model, task, False, tokens, weights=None if weights is None else weights[~replay], sequences=sequences)
         rows = replay.nonzero().flatten()
         logits = model(input_ids=inputs["input_ids"][rows], attention_mask=inputs["attention_mask"][rows], use_cache=False).logits[:, :-1]
         targets = [self._base_targets[int(r)] for r in replay_row[rows]]

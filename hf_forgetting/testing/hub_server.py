@@ -62,10 +62,11 @@ class HubServer:
     def clear_faults(self) -> None:
         self.httpd.faults.clear()
 
-    def put_file(self, repo_type: str, repo_id: str, path: str, data: bytes, lfs: bool | None = None, user: str = "user") -> str:
+    def put_file(self, repo_type: str, repo_id: str, path: str, data: bytes, *, lfs: bool | None = None,
+                 user: str = "user") -> str:
         """Commit one file directly (for tests that need a repo no well-behaved client would write)."""
         lfs = path.endswith(LFS_SUFFIXES) if lfs is None else lfs
-        return self.state.put_file(repo_type, repo_id, path, data, lfs, user).id
+        return self.state.put_file(repo_type, repo_id, path, data, lfs=lfs, user=user).id
 
     def head(self, repo_type: str, repo_id: str, revision: str = "main") -> str:
         repo = self.state.repo(repo_type, repo_id, user="admin")

@@ -107,7 +107,8 @@ class HubState:
             repo = Repo(repo_type, repo_id, private, user)
             self.repos[(repo_type, repo_id)] = repo
             gitattributes = GITATTRIBUTES.encode()
-            self._commit(repo, "main", None, "initial commit", "", user, {".gitattributes": self._store(gitattributes, lfs=False)})
+            self._commit(repo, "main", None, title="initial commit", message="", user=user,
+                         files={".gitattributes": self._store(gitattributes, lfs=False)})
             return repo
 
     def resolve(self, repo: Repo, revision: str) -> Commit:
@@ -131,7 +132,7 @@ class HubState:
         with self.lock:
             self.blobs.setdefault(oid, data)
 
-    def _commit(self, repo, branch, parent_id, title, message, user, files) -> Commit:
+    def _commit(self, repo, branch, parent_id, *, title, message, user, files) -> Commit:
         self._counter += 1
         digest = hashlib.sha1(json.dumps([repo.repo_id, parent_id, title, self._counter, sorted(files)]).encode())
         commit = Commit(
@@ -147,7 +148,7 @@ class HubState:
         repo.branches[branch] = commit.id
         return commit
 
-    def put_file(self, repo_type: str, repo_id: str, path: str, data: bytes, lfs: bool, user: str) -> Commit:
+    def put_file(self, repo_type: str, repo_id: str, path: str, data: bytes, *, lfs: bool, user: str) -> Commit:
         """Commit one file directly on main, creating the repo if needed."""
         with self.lock:
             if (repo_type, repo_id) not in self.repos:
@@ -155,7 +156,7 @@ class HubState:
             repo = self.repos[(repo_type, repo_id)]
             head = repo.commits[repo.branches["main"]]
             files = {**head.files, path: self._store(data, lfs=lfs)}
-            return self._commit(repo, "main", head.id, f"Upload {path}", "", user, files)
+            return self._commit(repo, "main", head.id, title=f"Upload {path}", message="", user=user, files=files)
 
     def apply_commit(self, repo: Repo, branch: str, lines: list[dict], user: str) -> Commit:
         """Apply an NDJSON commit payload atomically: all of it, or (on any error) none of it."""
@@ -172,7 +173,8 @@ class HubState:
             files = dict(head.files)
             for line in lines[1:]:
                 self._apply_operation(files, line.get("key"), line.get("value") or {})
-            return self._commit(repo, branch, head.id, header.get("summary", ""), header.get("description", ""), user, files)
+            return self._commit(repo, branch, head.id, title=header.get("summary", ""), message=header.get("description", ""),
+                                user=user, files=files)
 
     def _apply_operation(self, files: dict[str, StoredFile], key: str, value: dict) -> None:
         path = value.get("path", "")
