@@ -10,13 +10,8 @@ from conftest import configs
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.collect import collect_forgetting_matrix
 from hf_forgetting.replay import ReplayConfig
-from hf_forgetting.replay.experiment import (
-    ReplayExperimentArguments,
-    choose_test_tasks,
-    run_replay_experiment,
-    summarize_runs,
-    summary_markdown,
-)
+from hf_forgetting.replay.experiment import ReplayExperimentArguments, choose_test_tasks, run_replay_experiment
+from hf_forgetting.replay.experiment_stats import summarize_runs, summary_markdown
 
 
 def replay_config(output_dir, **overrides) -> ReplayConfig:

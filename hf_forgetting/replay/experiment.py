@@ -30,7 +30,6 @@ import hashlib
 import json
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,28 +47,12 @@ from ..matrix import ForgettingMatrix
 from ..modeling import load_model_and_tokenizer, peft_config, resolve_model_path
 from ..run_settings import model_settings, result_settings, settings_differences, settings_fingerprint
 from ..scoring import SCORE_DTYPES, cast_for_scoring, score_examples
-from ..stats import paired_comparison
 from ..training_data import prepare_training_rows
+from .arms import ARM_SETTINGS, METHODS
+from .experiment_cache import cached_base_scores, read_run, settings_key
+from .experiment_stats import summarize_runs, summary_markdown, top_quartile
 from .trainer import ReplayTrainer, heldout_rows
 
-# arm -> the replay settings it overrides (the others are the recipe's)
-PAPER_SAMPLING = {"replay_selection": "sample", "replay_temperature": 0.1, "replay_standardize_scores": False}
-METHODS = {
-    "none": {"replay_strategy": "masked"},
-    "random": {"replay_strategy": "random"},
-    "ground_truth": {"replay_strategy": "ground_truth"},
-    "predicted": {"replay_strategy": "predicted"},
-    "online": {"replay_strategy": "online"},
-    "mir": {"replay_strategy": "mir"},
-    "ground_truth_max": {"replay_strategy": "ground_truth", "replay_selection": "max"},
-    "predicted_max": {"replay_strategy": "predicted", "replay_selection": "max"},
-    "online_max": {"replay_strategy": "online", "replay_selection": "max"},
-    # the paper's sampling: softmax(f / 0.1) over the raw row (the recipe's T acts on standardised scores)
-    "ground_truth_paper": {"replay_strategy": "ground_truth", **PAPER_SAMPLING},
-    "predicted_paper": {"replay_strategy": "predicted", **PAPER_SAMPLING},
-    "online_paper": {"replay_strategy": "online", **PAPER_SAMPLING},
-}
-ARM_SETTINGS = ("replay_strategy", "replay_selection", "replay_temperature", "replay_standardize_scores")
 TEST_TASK_RULES = ("most_forgetting", "random")
 
 
@@ -138,11 +121,6 @@ def choose_test_tasks(matrix: ForgettingMatrix, args: ReplayExperimentArguments)
     return sorted(matrix.task_ids[i] for i in order[:count])
 
 
-def settings_key(*parts) -> str:
-    """A short hash of everything that changes a run (JSON of the parts, sorted keys)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_args) -> dict:
     """Run (or finish) the experiment; returns ``{"runs": [...], "summary": {...}}`` and writes it as JSON."""
     state = PartialState()
@@ -161,8 +139,9 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
     matrix_key = [matrix.header().to_json(), matrix.task_ids, hashlib.sha256(matrix.values.tobytes()).hexdigest()]
     args = dataclasses.replace(args, score_dtype=args.score_dtype or settings.get("score_dtype", "float32"))
     common = [training, dataclasses.asdict(model_args), matrix_key, args.predictor, args.known_entries, args.task_eval_examples]
-    if args.score_dtype != "float32":  # runs scored in fp32 keep the keys they had before score_dtype existed
+    if args.score_dtype != "float32":  # the default precision adds nothing to the key
         common.append(args.score_dtype)
+    experiment = _Experiment(args, replay_args, model_args, matrix, settings, upstream, output_dir, state)
     jobs = [(seed, task, method) for seed in args.seeds for task in test_tasks for method in args.methods]
     label = "replay runs"
     if args.array_size is not None:  # one job of an array: its share of the runs, no summary
@@ -173,12 +152,11 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         path = output_dir / "runs" / f"{task_filename(task).removesuffix('.parquet')}-{method}-seed{seed}-{key}.json"
         expected = {"task": task, "method": method, "seed": seed, "settings_key": key,
                     "heldout_ids": [upstream[i]["example_id"] for i in heldout_rows(len(upstream), replay_args.replay_heldout_size, seed)]}
-        finished = _read_run(path, expected)
+        finished = read_run(path, expected)
         if finished is not None:
             runs.append(finished)
             continue
-        runs.append(_run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state)
-                    | {"settings_differences": differences})
+        runs.append(_run(experiment, seed, task, method, key) | {"settings_differences": differences})
         if state.is_main_process:
             atomic_write_text(path, json.dumps(runs[-1]))
     if args.array_size is not None:
@@ -189,29 +167,6 @@ def run_replay_experiment(args: ReplayExperimentArguments, replay_args, model_ar
         atomic_write_text(output_dir / "replay_experiment.md", summary_markdown(summary))
         print(summary_markdown(summary))
     return {"runs": runs, "summary": summary}
-
-
-RUN_FIELDS = {"task": str, "method": str, "seed": int, "settings_key": str, "heldout_ids": list, "heldout_forgetting": list,
-              "mean_heldout_forgetting": float, "top_quartile_forgetting": float, "task_eval_nll": float}
-
-
-def _read_run(path: Path, expected: dict) -> dict | None:
-    """A finished run's file, or None when it is missing or unusable (then the run is made again): it must be
-    the run its name says (task, arm, seed, settings key, held-out examples) with a finite value for each."""
-    if not path.exists():
-        return None
-    try:
-        run = json.loads(path.read_text())
-        usable = isinstance(run, dict) and all(isinstance(run.get(k), t) for k, t in RUN_FIELDS.items())
-        usable = usable and all(run[name] == value for name, value in expected.items())
-        usable = usable and len(run["heldout_forgetting"]) == len(run["heldout_ids"]) and np.isfinite(run["heldout_forgetting"]).all()
-    except (ValueError, TypeError):  # not JSON, not UTF-8, or not numbers
-        usable = False
-    if not usable:
-        warnings.warn(f"{path}: not a usable run file of {expected['task']} / {expected['method']} / seed {expected['seed']}; "
-                      "running it again", stacklevel=2)
-        return None
-    return run
 
 
 def check_matrix_training_settings(args: ReplayExperimentArguments, matrix: ForgettingMatrix, replay_args, model_args) -> list[str]:
@@ -249,30 +204,28 @@ def _check_heldout_and_eval_sets(args, replay_args, settings: dict, num_upstream
                              f"{settings['max_train_examples']}), none is left to measure the task NLL on")
 
 
-def _base_scores(heldout_set, model_args, score_length, score_dtype, key: str, output_dir: Path, state) -> np.ndarray:
-    """Base-model NLL of the held-out examples of one seed, cached under the key of what it depends on."""
-    path = output_dir / f"heldout_base_scores-{key}.json"
-    if path.exists():
-        try:
-            cached = json.loads(path.read_text())
-            scores = np.array(cached["scores"], dtype=np.float64)
-            if cached["example_ids"] == list(heldout_set["example_id"]) and np.isfinite(scores).all():
-                return scores
-        except (ValueError, TypeError, KeyError):
-            pass
-        warnings.warn(f"{path}: not usable base scores of these held-out examples; scoring them again", stacklevel=2)
-    model, tokenizer = load_model_and_tokenizer(model_args)
-    base = score_examples(cast_for_scoring(model, score_dtype), tokenizer, heldout_set, max_length=score_length, show_progress=False)
-    if state.is_main_process:
-        atomic_write_text(path, json.dumps({"example_ids": list(heldout_set["example_id"]), "scores": base.tolist()}))
-    return base
+@dataclass
+class _Experiment:
+    """What every run of one experiment shares."""
+
+    args: ReplayExperimentArguments
+    replay_args: object
+    model_args: object
+    matrix: ForgettingMatrix
+    settings: dict
+    upstream: object
+    output_dir: Path
+    state: PartialState
 
 
-def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, method, key, output_dir, state) -> dict:
+def _run(experiment: _Experiment, seed: int, task: str, method: str, key: str) -> dict:
     """One arm of one task under one seed."""
     started = time.time()
+    args, model_args, matrix, settings, upstream = (experiment.args, experiment.model_args, experiment.matrix,
+                                                    experiment.settings, experiment.upstream)
+    output_dir = experiment.output_dir
     run_args = dataclasses.replace(
-        replay_args, output_dir=str(output_dir / "checkpoints" / f"{task_filename(task).removesuffix('.parquet')}-{method}"),
+        experiment.replay_args, output_dir=str(output_dir / "checkpoints" / f"{task_filename(task).removesuffix('.parquet')}-{method}"),
         save_strategy="no", seed=seed, replay_seed=seed, **METHODS[method],
     )
     strategy = run_args.replay_strategy
@@ -280,7 +233,9 @@ def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, 
     heldout_set = upstream.select(heldout)
     length, dtype = settings["score_max_length"], args.score_dtype
     base_key = [dataclasses.asdict(model_args), length, heldout_set["example_id"]] + ([dtype] if dtype != "float32" else [])
-    base = _base_scores(heldout_set, model_args, length, dtype, settings_key(*base_key), output_dir, state)
+    base = cached_base_scores(heldout_set, model_args, score_length=length, score_dtype=dtype,
+                              path=output_dir / f"heldout_base_scores-{settings_key(*base_key)}.json",
+                              write=experiment.state.is_main_process)
     train, test = split_rows(matrix, [task])
     truth = test.values[0]
     pool = np.setdiff1d(np.arange(len(truth)), heldout)  # the revealed entries come from the replay pool only
@@ -327,84 +282,3 @@ def _run(args, replay_args, model_args, matrix, settings, upstream, seed, task, 
         "pool_true_mean": float(np.mean(pool_truth)),
         **prepared.counts(), "seconds": round(time.time() - started, 1),
     }
-
-
-def top_quartile(matrix_row: np.ndarray) -> np.ndarray:
-    """Positions of the quarter (at least one) of held-out examples the matrix row forgets most (ties by position).
-
-    The top-quartile endpoint is chosen by the task's matrix row, measured in the collection and not by any arm
-    of the experiment, within each seed's own held-out set: it favours no arm it compares."""
-    return np.argsort(-np.asarray(matrix_row), kind="stable")[: max(1, len(matrix_row) // 4)]
-
-
-def summarize_runs(runs: list[dict]) -> dict:
-    """Per arm: mean held-out forgetting and task NLL; each replay arm against random replay, run-level.
-
-    Each (task, seed) run counts once; a task's value is the mean over its seeds (see
-    :func:`hf_forgetting.stats.paired_comparison`). Primary endpoint: mean forgetting of the held-out
-    examples; secondary: of the quarter of each run's held-out examples that the task's matrix row forgets
-    most (:func:`top_quartile`); and the task NLL, which replay must not worsen.
-    """
-    by: dict[str, dict[str, list[dict]]] = {}
-    for run in runs:
-        by.setdefault(run["method"], {}).setdefault(run["task"], []).append(run)
-    tasks = sorted({run["task"] for run in runs})
-    methods = [m for m in METHODS if m in by]
-
-    def values(method, key):
-        return {task: [r[key] for r in task_runs] for task, task_runs in by.get(method, {}).items()}
-
-    table = {
-        m: {
-            "mean_heldout_forgetting": float(np.mean([np.mean(v) for v in values(m, "mean_heldout_forgetting").values()])),
-            "task_eval_nll": float(np.mean([np.mean(v) for v in values(m, "task_eval_nll").values()])),
-            "per_task": {t: float(np.mean(v)) for t, v in values(m, "mean_heldout_forgetting").items()},
-            "runs": sum(len(v) for v in by[m].values()),
-            # how targeted the replayed set was: its true-row mean against the pool's (None for the control)
-            "replayed_true_mean": _mean_or_none([r.get("replayed_true_mean") for v in by[m].values() for r in v]),
-            "pool_true_mean": _mean_or_none([r.get("pool_true_mean") for v in by[m].values() for r in v]),
-        }
-        for m in methods
-    }
-    # every replay arm against random replay; and random replay against none (does replay help at all)
-    pairs = [(arm, "random") for arm in methods if arm not in ("random", "none") and "random" in by]
-    pairs += [("random", "none")] if {"random", "none"} <= set(by) else []
-    tests = {}
-    for arm, control in pairs:
-        tests[f"{arm}_vs_{control}"] = {
-            "heldout_forgetting": paired_comparison(values(arm, "mean_heldout_forgetting"), values(control, "mean_heldout_forgetting")),
-            "top_quartile_forgetting": paired_comparison(values(arm, "top_quartile_forgetting"), values(control, "top_quartile_forgetting")),
-            "task_eval_nll": paired_comparison(values(arm, "task_eval_nll"), values(control, "task_eval_nll")),
-        }
-    return {"tasks": tasks, "methods": table, "tests": tests}
-
-
-def _mean_or_none(values: list) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(np.mean(kept)) if kept else None
-
-
-def summary_markdown(summary: dict) -> str:
-    lines = [f"Held-out tasks ({len(summary['tasks'])}): {', '.join(summary['tasks'])}", ""]
-    if summary.get("settings_differences"):
-        lines += ["Fine-tuned otherwise than the matrix was collected (allow_settings_mismatch): "
-                  + "; ".join(summary["settings_differences"]), ""]
-    lines += ["| method | runs | mean forgetting of never-replayed upstream examples | task eval NLL | true-row mean of the replayed set (pool) |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    for method, row in summary["methods"].items():
-        targeted = "" if row.get("replayed_true_mean") is None else f"{row['replayed_true_mean']:+.4f} ({row['pool_true_mean']:+.4f})"
-        lines.append(f"| {method} | {row['runs']} | {row['mean_heldout_forgetting']:+.4f} | {row['task_eval_nll']:.4f} | {targeted} |")
-    lines += ["", "Against random replay (and random replay against none), the task (mean over its seeds) as the unit:", "",
-              "| comparison | endpoint | difference [95% CI] | paired t p | sign-flip p | tasks lower | in seed SDs | detectable (80% power) |",
-              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, endpoints in summary["tests"].items():
-        for endpoint, test in endpoints.items():
-            if not test or test.get("tasks", 0) == 0:
-                continue
-            low, high = test["ci95"]
-            lines.append(
-                f"| {name} | {endpoint} | {test['mean_difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {test['paired_t_p']:.3g} | "
-                f"{test['sign_flip_p']:.3g} | {test['tasks_lower']}/{test['tasks']} | {test['effect_in_seed_sd']:+.2f} | "
-                f"{test['detectable_difference_80']:.4f} |"
-            )
-    return "\n".join(lines) + "\n"
