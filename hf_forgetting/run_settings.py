@@ -100,8 +100,8 @@ def check_training_settings(training_args) -> None:
 
 def trains_in_emulated_bf16(training_args) -> bool:
     """Whether `bf16=True` would train on a CPU without native bf16 (no AVX512-BF16 or AMX), where bf16
-    autocast is emulated (on an AVX2-only EPYC, the adapt recipe's first bf16 step took 124 s; six float32
-    steps and two scoring passes, 176 s). Says so in one line when it would; the stages then train in float32."""
+    autocast is emulated and many times slower than float32. Says so in one line when it would; the stages then
+    train in float32."""
     bf16 = getattr(training_args, "bf16", False)
     if bf16 is None:  # TRL's configs before their __post_init__: unset means bf16 unless fp16
         bf16 = not getattr(training_args, "fp16", False)

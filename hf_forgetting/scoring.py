@@ -34,8 +34,7 @@ __all__ = [
     "tokenize_for_scoring", "tokenize_many_for_scoring",
 ]
 
-# The precisions forgetting can be scored in (`score_dtype`); benchmarks/bench_precision.py measures
-# what bfloat16 costs in fidelity against the training-seed noise.
+# The precisions forgetting can be scored in (`score_dtype`); bfloat16's cost in fidelity is in benchmarks/bench_precision.py.
 SCORE_DTYPES = ("float32", "bfloat16")
 
 

@@ -65,7 +65,7 @@ def _usage() -> str:
 def _release_process_group(finished: bool) -> None:
     """Destroy the process group that `accelerate launch`/torchrun formed before the interpreter exits:
     left alive, gloo's worker threads can abort the process (SIGABRT, exit status -6) after all its work is
-    done, and the launcher then reports the finished job as failed (pytorch/pytorch#179291)."""
+    done, and the launcher then reports the finished job as failed (a PyTorch bug: https://github.com/pytorch/pytorch/issues/179291)."""
     import torch.distributed
 
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):

@@ -20,7 +20,7 @@ from ..matrix import ForgettingMatrix
 EMBEDDED_SOURCE = "embedded"
 MIN_MEASURED = 5
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-MAX_CSV_BYTES = 5_000_000  # an uploaded measurement CSV (a 10^5-example matrix's whole row is ~3 MB)
+MAX_CSV_BYTES = 5_000_000  # an uploaded measurement CSV: room for a whole row of a paper-sized matrix
 MAX_TASK_INPUTS, MAX_TASK_INPUT_CHARS = 64, 20_000  # zero-shot inputs: lines, characters in all
 MAX_TOP_N = 1000
 ZERO_SHOT_TEMPERATURE = 0.05  # softmax over cosine similarities of mean MiniLM embeddings
