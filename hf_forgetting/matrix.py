@@ -36,7 +36,6 @@ from .format.matrix import (
 )
 from .format.predictor import CONFIG_FILE as PREDICTOR_CONFIG_FILE
 
-META_FILE = HEADER_FILE  # the header's file name, under its earlier name
 __all__ = ["ForgettingMatrix", "ForgettingMatrixError", "METRICS", "example_ids_sha256", "validate_ids"]
 
 

@@ -44,8 +44,6 @@ def settings_fingerprint(settings: dict) -> dict:
     training["effective_batch_size"] = per_device * accumulation * (fingerprint.pop("world_size", None) or 1)
     for key in LAYOUT_SETTINGS:
         training.pop(key, None)
-    for key, default in (("task_prompt_field", None), ("task_completion_field", None), ("score_dtype", "float32")):
-        fingerprint.get("collect", {}).setdefault(key, default)  # settings written before these fields existed
     return fingerprint
 
 

@@ -129,7 +129,7 @@ class TaskArguments:
 
 def from_settings(cls, settings: dict):
     """An argument dataclass rebuilt from recorded settings (fields it does not know are ignored;
-    fields written before they existed take their defaults)."""
+    fields the settings lack take their defaults)."""
     names = {f.name for f in fields(cls)}
     return cls(**{key: value for key, value in settings.items() if key in names})
 

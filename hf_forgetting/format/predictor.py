@@ -39,7 +39,7 @@ class PredictorHeader:
             Small JSON fitted state beside the arrays.
         source (`dict`, *optional*):
             What the fitted matrix measured: `base_model` and `score_max_length` where it recorded them
-            (files written before this field have none).
+            (empty where it recorded neither).
     """
 
     predictor_class: str

@@ -293,11 +293,10 @@ class ReplayTrainer(SFTTrainer):
         return {"sampler": self.replay_sampler.state_dict(), "adaptive": adaptive}
 
     def load_replay_state(self, state: dict) -> None:
-        """Restore what :meth:`replay_state` returned (also reads files written before "adaptive" existed)."""
+        """Restore what :meth:`replay_state` returned."""
         self.replay_sampler.load_state_dict(state["sampler"])
-        adaptive = state.get("adaptive") or {"base_scores": state.get("base_scores")}
-        if self._adaptive is not None:
-            self._adaptive.load_state_dict(adaptive)
+        if self._adaptive is not None and state.get("adaptive") is not None:
+            self._adaptive.load_state_dict(state["adaptive"])
 
     def save_replay_state(self, checkpoint_dir: str | Path) -> Path:
         return atomic_write_text(Path(checkpoint_dir) / REPLAY_STATE_FILE, json.dumps(self.replay_state()))
