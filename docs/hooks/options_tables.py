@@ -11,10 +11,20 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import sys
 import typing
+from pathlib import Path
 
 MARKER = re.compile(r"<!-- options: (?P<target>[\w.]+:\w+)(?: exclude=(?P<exclude>[\w.]+:\w+))? -->")
 STAGES_MARKER = "<!-- stages -->"
+
+
+def on_config(config):
+    """Import the package from this checkout, installed or not."""
+    root = str(Path(config.config_file_path).resolve().parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return config
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

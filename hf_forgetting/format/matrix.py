@@ -228,7 +228,7 @@ def read_rows_and_values(table: pa.Table, header: MatrixHeader, where: str) -> t
     """``(values [rows, examples] float32, rows)`` of a rows table; each row's ``values`` is a view of the array.
 
     The values are converted column-wise (one float32 array, NaN for nulls): a Python object per entry
-    would cost 20x the values in memory on a paper-sized matrix."""
+    would cost many times the values in memory on a paper-sized matrix."""
     check_schema(table.schema, ROWS_SCHEMA, where)
     check_text(table, where)
     task_ids = table.column("task_id").to_pylist()
