@@ -224,8 +224,8 @@ def test_a_bf16_recipe_trains_on_a_machine_without_an_accelerator(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_native_bf16_trains_in_float32(monkeypatch):
-    """bf16 autocast is emulated on a CPU without AVX512-BF16 or AMX (the adapt recipe's first step took
-    124 s): every stage trains in float32 instead, says so in one line, and records float32."""
+    """bf16 autocast is emulated, many times slower, on a CPU without AVX512-BF16 or AMX: every stage trains in
+    float32 instead, says so in one line, and records float32."""
     from trl import SFTConfig
 
     from hf_forgetting import modeling, run_settings
@@ -328,7 +328,7 @@ def test_every_stage_has_help_with_its_own_options_first(stage, capsys):
 
 
 def test_the_top_level_help_imports_none_of_the_heavy_libraries():
-    """`hf-forgetting --help` in 0.15 s on an AVX2-only 2-core EPYC (0.83-0.98 s while rdata and pyarrow loaded)."""
+    """`hf-forgetting --help` stays fast: it loads no framework (each stage's module is imported when it runs)."""
     import subprocess
     import sys
 

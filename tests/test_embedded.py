@@ -136,7 +136,7 @@ def test_embedding_baseline_uses_real_minilm_similarity():
 @needs_bigbench
 @pytest.mark.parametrize("weighting", ["token", "sequence"])
 def test_a_deep_copy_of_the_adapted_embedded_model_trains(weighting, tmp_path):
-    """Issue 18's reproduction on SmolLM2: adapt with SFTTrainer, deep-copy, train the copy with ReplayTrainer."""
+    """A deep copy of a model that went through SFTTrainer, trained with ReplayTrainer on SmolLM2, updates all its parameters."""
     import copy
 
     import torch
