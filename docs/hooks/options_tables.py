@@ -46,7 +46,8 @@ def options_table(target: str, exclude: str | None = None) -> str:
     skipped = {spec.name for spec in dataclasses.fields(_resolve(exclude))} if exclude else set()
     hints = typing.get_type_hints(cls)
     lines = ["| option | type | default | what it does |", "| --- | --- | --- | --- |"]
-    for spec in dataclasses.fields(cls):
+    own = vars(cls).get("__annotations__", {})
+    for spec in sorted(dataclasses.fields(cls), key=lambda spec: spec.name not in own):  # its own options first, as --help
         if spec.name in skipped or not spec.init:
             continue
         help_text = " ".join(str(spec.metadata.get("help", "")).replace("%%", "%").split()).replace("|", "\\|")
