@@ -10,6 +10,8 @@ import numpy as np
 
 from .matrix import ForgettingMatrix
 
+MONITOR_SECTION = "The forgetting monitor's predicted row against the measured row"
+
 
 def print_outputs(output_dir) -> None:
     """Print a finished collection's summary and where its matrix, summary and figures are."""
@@ -25,7 +27,7 @@ def monitor_summary(matrix: ForgettingMatrix) -> str:
     checks = {task: row["monitor"] for task, row in rows.items() if row.get("monitor", {}).get("rmse") is not None}
     if not checks:
         return ""
-    lines = ["", "## The forgetting monitor's predicted row against the measured row", "",
+    lines = ["", f"## {MONITOR_SECTION}", "",
              "| task | probes | probe mean | predicted mean | measured mean | RMSE | Pearson r | top-10% precision |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for task, c in checks.items():
