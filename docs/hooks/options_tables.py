@@ -40,18 +40,20 @@ def _resolve(target: str):
 
 
 def options_table(target: str, exclude: str | None = None) -> str:
+    from hf_forgetting.run_settings import declared_defaults
+
     cls = _resolve(target)
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{target} is not a dataclass")
     skipped = {spec.name for spec in dataclasses.fields(_resolve(exclude))} if exclude else set()
-    hints = typing.get_type_hints(cls)
+    hints, defaults = typing.get_type_hints(cls), declared_defaults(cls)
     lines = ["| option | type | default | what it does |", "| --- | --- | --- | --- |"]
     own = vars(cls).get("__annotations__", {})
     for spec in sorted(dataclasses.fields(cls), key=lambda spec: spec.name not in own):  # its own options first, as --help
         if spec.name in skipped or not spec.init:
             continue
         help_text = " ".join(str(spec.metadata.get("help", "")).replace("%%", "%").split()).replace("|", "\\|")
-        lines.append(f"| `--{spec.name}` | `{_type_name(hints[spec.name])}` | {_default(spec)} | {help_text} |")
+        lines.append(f"| `--{spec.name}` | `{_type_name(hints[spec.name])}` | {_default(spec.name, defaults)} | {help_text} |")
     return "\n".join(lines)
 
 
@@ -68,11 +70,5 @@ def _type_name(hint) -> str:
     return (text or str(hint).replace("typing.", "")).replace("|", "or")
 
 
-def _default(spec) -> str:
-    if spec.default is not dataclasses.MISSING:
-        value = spec.default
-    elif spec.default_factory is not dataclasses.MISSING:
-        value = spec.default_factory()
-    else:
-        return "required"
-    return f"`{value!r}`".replace("|", "\\|")
+def _default(name: str, defaults: dict) -> str:
+    return f"`{defaults[name]!r}`".replace("|", "\\|") if name in defaults else "required"
